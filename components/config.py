@@ -1,0 +1,452 @@
+"""The endpoint spec: validated models, and the one loader from ``pulumi.Config``.
+
+The same :class:`EndpointSpec` is read from a stack file (``pulumi up``), from
+an HTTP request body (self-service) and from the operations store, so every
+rule that keeps a bad endpoint from reaching Pulumi lives here. Unknown keys
+are errors, not silently ignored, so a typo never becomes a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from components.catalog import INSTANCES, Accelerator, DType, get_instance, get_model
+
+#: DNS-1123 label, at most 40 characters so that derived names
+#: (``{name}-pool``, stack names, Kubernetes objects) stay within 63.
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+#: A Hugging Face repository id: ``owner/name``, no ``--`` or ``..`` (the Hub
+#: forbids both), nothing that a shell, template or argument parser treats
+#: specially.
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+#: One extra vLLM flag: ``--name`` or ``--name=value`` with a plain value.
+VLLM_ARG_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_./:,+-]+)?$")
+TTL_RE = re.compile(r"^(\d+)([mhd])$")
+TTL_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+MIN_TTL = timedelta(minutes=10)
+MAX_TTL = timedelta(days=30)
+
+
+class ClusterMode(StrEnum):
+    """Where the endpoint runs."""
+
+    DEDICATED = "dedicated"  # a new VPC and EKS cluster for this stack
+    SHARED = "shared"  # a platform stack's cluster, through a StackReference
+    EXISTING = "existing"  # a kubeconfig, or render-to-directory
+
+
+class PoolMode(StrEnum):
+    """How accelerator nodes are provisioned."""
+
+    KARPENTER = "karpenter"
+    AUTO_MODE = "auto-mode"
+    MANAGED = "managed"
+    NONE = "none"  # an existing cluster's nodes (render and existing targets)
+
+
+class CapacityType(StrEnum):
+    """EC2 purchase options."""
+
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
+class ServingMode(StrEnum):
+    """How vLLM is run."""
+
+    DEPLOYMENT = "deployment"
+    LEADER_WORKER_SET = "leader-worker-set"
+    RAY_SERVICE = "ray-service"
+
+
+class StorageKind(StrEnum):
+    """Where the weights come from."""
+
+    FSX = "fsx"
+    S3 = "s3"
+    EFS = "efs"
+    PVC = "pvc"
+    NONE = "none"  # download from the Hub at start into an ephemeral volume
+
+
+class ExposureKind(StrEnum):
+    """Who can reach the endpoint."""
+
+    CLUSTER = "cluster"  # ClusterIP only
+    INTERNAL_ALB = "internal-alb"
+    PUBLIC_ALB = "public-alb"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class CustomModel(_Model):
+    """A model that is not in the catalog, described inline."""
+
+    id: str
+    params: float = Field(gt=0, description="total parameters, e.g. 7.2e9")
+    layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    max_context: int = Field(gt=0)
+    dtype: DType = DType.BF16
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return check_model_id(v)
+
+
+class ClusterSpec(_Model):
+    """Which cluster the endpoint lands on."""
+
+    mode: ClusterMode = ClusterMode.SHARED
+    #: shared: the platform stack, ``org/project/stack`` or ``project/stack``.
+    platform_stack: str | None = None
+    #: existing: a kubeconfig file; None with render_dir means no cluster at all.
+    kubeconfig: str | None = None
+    #: existing: write manifests here instead of applying them.
+    render_dir: str | None = None
+    #: dedicated: AWS region and Kubernetes version.
+    region: str = "us-east-1"
+    kubernetes_version: str = "1.33"
+    auto_mode: bool = False
+    availability_zones: int = Field(default=3, ge=2, le=3)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> Self:
+        if self.mode is ClusterMode.SHARED and not self.platform_stack:
+            raise ValueError("cluster.platform_stack is required when cluster.mode is 'shared'")
+        if self.mode is ClusterMode.EXISTING and not (self.kubeconfig or self.render_dir):
+            raise ValueError(
+                "cluster.mode 'existing' needs cluster.kubeconfig or cluster.render_dir"
+            )
+        if self.mode is not ClusterMode.EXISTING and (self.kubeconfig or self.render_dir):
+            raise ValueError(
+                "cluster.kubeconfig and cluster.render_dir apply only to cluster.mode 'existing'"
+            )
+        return self
+
+
+class PoolSpec(_Model):
+    """Accelerator node provisioning."""
+
+    mode: PoolMode = PoolMode.KARPENTER
+    capacity_types: list[CapacityType] = Field(
+        default_factory=lambda: [CapacityType.ON_DEMAND], min_length=1
+    )
+    #: Extra instance types Karpenter may choose besides the planned one.
+    instance_types: list[str] = Field(default_factory=list)
+    max_nodes: int = Field(default=4, ge=1, le=64)
+    #: managed: EFA interfaces and a cluster placement group (multi-node).
+    efa: bool = False
+
+    @field_validator("instance_types")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            get_instance(name)
+        return v
+
+
+class StorageSpec(_Model):
+    """Where the model weights live."""
+
+    kind: StorageKind = StorageKind.NONE
+    #: s3: an existing bucket to read from; a new one is created when None.
+    bucket: str | None = None
+    #: s3/fsx: key prefix under which the weights sit (default: the model id).
+    prefix: str | None = None
+    #: fsx/efs/pvc: capacity; fsx SCRATCH_2 comes in 1200 GiB or 2400 GiB steps.
+    size_gib: int = Field(default=1200, ge=1, le=100_000)
+    #: pvc: the StorageClass (None: the cluster default).
+    storage_class: str | None = None
+    #: efs: an existing file system (one is created when None).
+    file_system_id: str | None = None
+    #: Download the weights once into the volume with a Job before serving.
+    prefetch: bool = False
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Self:
+        if self.bucket and self.kind is not StorageKind.S3:
+            raise ValueError("storage.bucket applies only to storage.kind 's3'")
+        if self.kind is StorageKind.FSX and self.size_gib % 1200:
+            raise ValueError(
+                f"storage.size_gib: FSx for Lustre SCRATCH_2 is sold in 1200 GiB steps "
+                f"(1200, 2400, ...), got {self.size_gib}"
+            )
+        if self.prefetch and self.kind is StorageKind.NONE:
+            raise ValueError("storage.prefetch needs a volume: set storage.kind to fsx, s3, efs or pvc")
+        return self
+
+
+class ExposureSpec(_Model):
+    """Who may call the endpoint."""
+
+    kind: ExposureKind = ExposureKind.CLUSTER
+    #: Source CIDRs allowed through an ALB (required for public-alb).
+    cidrs: list[str] = Field(default_factory=list)
+
+    @field_validator("cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        out = []
+        for cidr in v:
+            try:
+                out.append(str(ipaddress.ip_network(cidr, strict=True)))
+            except ValueError as e:
+                raise ValueError(f"exposure.cidrs: {cidr!r} is not a network CIDR ({e})") from None
+        return out
+
+    @model_validator(mode="after")
+    def _public_needs_cidrs(self) -> Self:
+        if self.kind is ExposureKind.PUBLIC_ALB:
+            if not self.cidrs:
+                raise ValueError(
+                    "exposure.cidrs: a public-alb needs the source CIDRs allowed in, "
+                    "e.g. ['203.0.113.0/24']; use internal-alb for VPC-only access"
+                )
+            if any(ipaddress.ip_network(c).prefixlen == 0 for c in self.cidrs):
+                raise ValueError(
+                    "exposure.cidrs: 0.0.0.0/0 or ::/0 would open an unauthenticated model "
+                    "server to the internet; list the client networks instead"
+                )
+        if self.kind is ExposureKind.CLUSTER and self.cidrs:
+            raise ValueError("exposure.cidrs applies only to ALB exposure")
+        return self
+
+
+class VllmSpec(_Model):
+    """vLLM settings; anything left None is chosen by the planner."""
+
+    max_model_len: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
+    max_num_seqs: int | None = Field(default=None, gt=0, le=4096)
+    #: Extra flags passed through, e.g. ``--enable-prefix-caching``.
+    extra_args: list[str] = Field(default_factory=list, max_length=32)
+
+    @field_validator("extra_args")
+    @classmethod
+    def _args(cls, v: list[str]) -> list[str]:
+        managed = {"--model", "--tensor-parallel-size", "--pipeline-parallel-size",
+                   "--max-model-len", "--gpu-memory-utilization", "--max-num-seqs",
+                   "--host", "--port"}
+        for arg in v:
+            if not VLLM_ARG_RE.match(arg):
+                raise ValueError(
+                    f"vllm.extra_args: {arg!r} is not a plain flag of the form --name or "
+                    "--name=value (letters, digits and _./:,+- only)"
+                )
+            if arg.split("=", 1)[0] in managed:
+                raise ValueError(
+                    f"vllm.extra_args: {arg.split('=', 1)[0]} is set by its own field "
+                    "(vllm.max_model_len, tensor_parallel, ...), not through extra_args"
+                )
+        return v
+
+
+def check_name(v: str) -> str:
+    """Validate an endpoint name (DNS-1123 label, at most 40 characters)."""
+    if not NAME_RE.match(v):
+        raise ValueError(
+            f"name: {v!r} is not a DNS-1123 label of at most 40 characters "
+            "(lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    return v
+
+
+def check_model_id(v: str) -> str:
+    """Validate a Hugging Face model id without requiring it to be in the catalog."""
+    if not MODEL_ID_RE.match(v) or "--" in v or ".." in v:
+        raise ValueError(
+            f"model: {v!r} is not a Hugging Face model id of the form owner/name "
+            "(letters, digits, '_', '.', '-'; no '--' or '..')"
+        )
+    return v
+
+
+def parse_ttl(v: str | int | timedelta) -> timedelta:
+    """Parse a time-to-live: ``30m``, ``8h``, ``2d`` or seconds, within bounds."""
+    if isinstance(v, timedelta):
+        ttl = v
+    elif isinstance(v, int) and not isinstance(v, bool):
+        ttl = timedelta(seconds=v)
+    elif isinstance(v, str) and (m := TTL_RE.match(v.strip())):
+        ttl = timedelta(**{TTL_UNITS[m.group(2)]: int(m.group(1))})
+    else:
+        raise ValueError(f"ttl: {v!r} is not a duration like '30m', '8h' or '2d'")
+    if not MIN_TTL <= ttl <= MAX_TTL:
+        raise ValueError(f"ttl: {v!r} is outside the allowed range 10m to 30d")
+    return ttl
+
+
+class EndpointSpec(_Model):
+    """Everything needed to build one model endpoint.
+
+    Attributes:
+        name: Endpoint name; names the stack and every object.
+        model: Catalog model id or alias (see ``components.catalog.MODELS``), or a
+            Hugging Face id together with ``custom_model``.
+        custom_model: Architecture facts for a model outside the catalog.
+        accelerator: nvidia or neuron; inferred from ``instance_type`` when given.
+        instance_type: EC2 instance type; None lets the planner choose.
+        tensor_parallel: Devices per model replica per node; None: planner.
+        pipeline_parallel: Nodes per replica (leader-worker-set only).
+        serving: deployment, leader-worker-set or ray-service.
+        replicas: Independent model replicas.
+        ttl: Time to live (``8h``); None for endpoints that never expire.
+        namespace: Kubernetes namespace.
+        open_webui: Deploy Open WebUI pointed at the endpoint.
+    """
+
+    name: str
+    model: str
+    custom_model: CustomModel | None = None
+    accelerator: Accelerator | None = None
+    instance_type: str | None = None
+    tensor_parallel: int | None = Field(default=None, ge=1, le=64)
+    pipeline_parallel: int = Field(default=1, ge=1, le=16)
+    serving: ServingMode = ServingMode.DEPLOYMENT
+    replicas: int = Field(default=1, ge=1, le=16)
+    ttl: str | None = None
+    namespace: str = "llm"
+    open_webui: bool = False
+    cluster: ClusterSpec = Field(
+        default_factory=lambda: ClusterSpec(mode=ClusterMode.EXISTING, render_dir="rendered")
+    )
+    pool: PoolSpec = Field(default_factory=PoolSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    exposure: ExposureSpec = Field(default_factory=ExposureSpec)
+    vllm: VllmSpec = Field(default_factory=VllmSpec)
+    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=16
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(f"namespace: {v!r} is not a DNS-1123 label")
+        return v
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance(cls, v: str | None) -> str | None:
+        return None if v is None else get_instance(v).name
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_ttl(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        check_model_id(self.model) if "/" in self.model else None
+        if self.custom_model is None:
+            get_model(self.model)
+        elif self.custom_model.id != self.model:
+            raise ValueError(
+                f"custom_model.id {self.custom_model.id!r} must equal model {self.model!r}"
+            )
+        if self.instance_type:
+            inst = INSTANCES[self.instance_type]
+            if self.accelerator and self.accelerator is not inst.accelerator:
+                raise ValueError(
+                    f"instance_type: {inst.name} has {inst.accelerator.value} accelerators "
+                    f"but accelerator is {self.accelerator.value}"
+                )
+        if self.pipeline_parallel > 1 and self.serving is not ServingMode.LEADER_WORKER_SET:
+            raise ValueError(
+                "pipeline_parallel > 1 spans nodes and needs serving 'leader-worker-set'"
+            )
+        if self.serving is ServingMode.LEADER_WORKER_SET and self.pipeline_parallel < 2:
+            raise ValueError(
+                "pipeline_parallel: serving 'leader-worker-set' runs one model over several "
+                "nodes; set pipeline_parallel >= 2, or use serving 'deployment' for one node"
+            )
+        if self.pool.mode is PoolMode.AUTO_MODE and not (
+            self.cluster.auto_mode or self.cluster.mode is not ClusterMode.DEDICATED
+        ):
+            raise ValueError("pool.mode 'auto-mode' needs cluster.auto_mode: true")
+        if self.cluster.auto_mode and self.pool.mode is PoolMode.KARPENTER:
+            raise ValueError(
+                "pool.mode: an Auto Mode cluster provisions nodes itself; use 'auto-mode' "
+                "or 'managed', not 'karpenter'"
+            )
+        return self
+
+    @property
+    def resolved_accelerator(self) -> Accelerator:
+        """The accelerator family, from the instance type when one is given."""
+        if self.instance_type:
+            return INSTANCES[self.instance_type].accelerator
+        return self.accelerator or Accelerator.NVIDIA
+
+    @property
+    def ttl_delta(self) -> timedelta | None:
+        """The time to live as a timedelta (None: never expires)."""
+        return None if self.ttl is None else parse_ttl(self.ttl)
+
+    @property
+    def render_only(self) -> bool:
+        """True when manifests are written to a folder and no cluster is touched."""
+        return self.cluster.mode is ClusterMode.EXISTING and bool(self.cluster.render_dir)
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the field: ``storage.kind: ...``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        # Validators already name their field ("exposure.cidrs: ..."); keep those as they are.
+        named = re.match(r"^[a-z_][a-z0-9_.]*: ", msg)
+        lines.append(msg if named or not loc else f"{loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict[str, Any]) -> EndpointSpec:
+    """Validate a spec from plain data.
+
+    Raises:
+        ValueError: one line per bad field, each naming it.
+    """
+    try:
+        return EndpointSpec.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(format_validation_error(e)) from None
+
+
+def load_spec() -> EndpointSpec:
+    """Read the spec from the stack's ``llm-endpoints:endpoint`` config object."""
+    import pulumi
+
+    data = pulumi.Config().require_object("endpoint")
+    if not isinstance(data, dict):
+        raise ValueError("llm-endpoints:endpoint must be an object (see Pulumi.yaml)")
+    return parse_spec(data)

@@ -1,0 +1,103 @@
+"""Pulumi mocks for unit tests: every AWS/EKS/Kubernetes resource is recorded.
+
+Use the ``mocks`` fixture, build components inside a test, and resolve outputs
+with :func:`resolve`. ``mocks.by_type("aws:iam/role:Role")`` returns the
+recorded resources (type, name, inputs) so tests assert on real properties.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pytest
+
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
+
+
+@dataclass
+class Recorded:
+    """One registered resource as the engine saw it."""
+
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str | None
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Records resources; answers the data-source calls the components make."""
+
+    def __init__(self) -> None:
+        self.resources: list[Recorded] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), args.provider))
+        outputs = dict(args.inputs)
+        rid = f"{args.name}-id"
+        if args.typ.startswith("aws:"):
+            service = args.typ.split(":")[1].split("/")[0]
+            outputs.setdefault("arn", f"arn:aws:{service}:us-east-1:123456789012:{args.name}")
+        if args.typ == "aws:eks/cluster:Cluster":
+            outputs.setdefault("endpoint", "https://ABC.gr7.us-east-1.eks.amazonaws.com")
+            outputs.setdefault(
+                "identities", [{"oidcs": [{"issuer": "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"}]}]
+            )
+        if args.typ == "aws:fsx/lustreFileSystem:LustreFileSystem":
+            outputs.setdefault("dnsName", f"{rid}.fsx.us-east-1.amazonaws.com")
+            outputs.setdefault("mountName", "abcdefgh")
+        return rid, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": ZONES, "zoneIds": [f"use1-az{i}" for i in range(1, 5)], "id": "us-east-1"}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/test",
+                    "userId": "AIDTEST", "id": "123456789012"}
+        if args.token in ("aws:index/getRegion:getRegion", "aws:index/region:getRegion"):
+            return {"name": "us-east-1", "region": "us-east-1", "id": "us-east-1"}
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if args.token == "aws:iam/getPolicyDocument:getPolicyDocument":
+            return {"json": "{}", "id": "doc"}
+        return {}
+
+    def by_type(self, typ: str) -> list[Recorded]:
+        """Recorded resources of one type token."""
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str) -> Recorded:
+        """The single recorded resource of a type (fails if not exactly one)."""
+        found = self.by_type(typ)
+        assert len(found) == 1, f"expected one {typ}, got {[r.name for r in found]}"
+        return found[0]
+
+
+@pytest.fixture
+def mocks() -> Iterator[RecordingMocks]:
+    """Fresh mocks for one test; the Pulumi runtime is reset around it."""
+    m = RecordingMocks()
+    pulumi.runtime.set_mocks(m, project="llm-endpoints", stack="test", preview=False)
+    yield m
+    pulumi.runtime.settings.reset_options()
+
+
+def resolve(output: Any) -> Any:
+    """Wait for an Output (or plain value) and return its value."""
+    if not isinstance(output, pulumi.Output):
+        return output
+    loop = asyncio.get_event_loop()
+    return loop.run_until_complete(output.future())
+
+
+def settle() -> None:
+    """Let every registration finish so ``mocks.resources`` is complete."""
+    loop = asyncio.get_event_loop()
+    # Registrations are tasks on the loop; give them a few turns to run.
+    for _ in range(20):
+        loop.run_until_complete(asyncio.sleep(0))

@@ -182,7 +182,9 @@ MODELS: dict[str, ModelArch] = {
             dtype=DType.BF16,
             checkpoint_gib=12.82,
             source="huggingface.co/openai/gpt-oss-20b config.json; gpt-oss model card",
-            moe=MoE(experts=32, experts_per_token=4, expert_params=19.12e9, expert_dtype=DType.MXFP4),
+            moe=MoE(
+                experts=32, experts_per_token=4, expert_params=19.12e9, expert_dtype=DType.MXFP4
+            ),
             # Alternating dense and 128-token banded attention: 12 of 24 layers.
             sliding_window=128,
             sliding_window_layers=12,
@@ -214,7 +216,11 @@ class AcceleratorChip:
 
 
 A10G = AcceleratorChip(
-    "NVIDIA A10G", 22.49, 22.30, 600, 1,
+    "NVIDIA A10G",
+    22.49,
+    22.30,
+    600,
+    1,
     "NVIDIA A10G data sheet; 22.30 GiB total in vLLM logs on g5",
 )
 L4 = AcceleratorChip("NVIDIA L4", 22.49, 22.05, 300, 1, "NVIDIA L4 data sheet")
@@ -222,9 +228,14 @@ L40S = AcceleratorChip("NVIDIA L40S", 44.99, 44.39, 864, 1, "NVIDIA L40S data sh
 A100_40 = AcceleratorChip("NVIDIA A100 40GB", 40.0, 39.39, 1555, 1, "NVIDIA A100 data sheet")
 A100_80 = AcceleratorChip("NVIDIA A100 80GB", 80.0, 79.15, 2039, 1, "NVIDIA A100 data sheet")
 H100 = AcceleratorChip("NVIDIA H100 80GB", 80.0, 79.19, 3350, 1, "NVIDIA H100 SXM data sheet")
-H200 = AcceleratorChip("NVIDIA H200", 141.0 * 1e9 / GIB, 139.8, 4800, 1, "NVIDIA H200 data sheet")
+# The data sheet's "141GB" is nearly GiB: nvidia-smi reports 143,771 MiB (140.4 GiB).
+H200 = AcceleratorChip("NVIDIA H200", 140.4, 139.8, 4800, 1, "NVIDIA H200 data sheet")
 INFERENTIA2 = AcceleratorChip(
-    "AWS Inferentia2", 32.0, 32.0, 820, 2,
+    "AWS Inferentia2",
+    32.0,
+    32.0,
+    820,
+    2,
     "AWS Inferentia2 architecture page: 32 GB HBM, 820 GB/s, 2 NeuronCore-v2 per chip",
 )
 

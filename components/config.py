@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -32,6 +33,8 @@ NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 #: forbids both), nothing that a shell, template or argument parser treats
 #: specially.
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+#: A catalog alias such as ``llama3-8b`` (no owner part).
+MODEL_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 #: One extra vLLM flag: ``--name`` or ``--name=value`` with a plain value.
 VLLM_ARG_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_./:,+-]+)?$")
 TTL_RE = re.compile(r"^(\d+)([mhd])$")
@@ -194,7 +197,9 @@ class StorageSpec(_Model):
                 f"(1200, 2400, ...), got {self.size_gib}"
             )
         if self.prefetch and self.kind is StorageKind.NONE:
-            raise ValueError("storage.prefetch needs a volume: set storage.kind to fsx, s3, efs or pvc")
+            raise ValueError(
+                "storage.prefetch needs a volume: set storage.kind to fsx, s3, efs or pvc"
+            )
         return self
 
 
@@ -246,11 +251,18 @@ class VllmSpec(_Model):
     @field_validator("extra_args")
     @classmethod
     def _args(cls, v: list[str]) -> list[str]:
-        managed = {"--model", "--tensor-parallel-size", "--pipeline-parallel-size",
-                   "--max-model-len", "--gpu-memory-utilization", "--max-num-seqs",
-                   "--host", "--port"}
+        managed = {
+            "--model",
+            "--tensor-parallel-size",
+            "--pipeline-parallel-size",
+            "--max-model-len",
+            "--gpu-memory-utilization",
+            "--max-num-seqs",
+            "--host",
+            "--port",
+        }
         for arg in v:
-            if not VLLM_ARG_RE.match(arg):
+            if not VLLM_ARG_RE.fullmatch(arg):
                 raise ValueError(
                     f"vllm.extra_args: {arg!r} is not a plain flag of the form --name or "
                     "--name=value (letters, digits and _./:,+- only)"
@@ -265,7 +277,7 @@ class VllmSpec(_Model):
 
 def check_name(v: str) -> str:
     """Validate an endpoint name (DNS-1123 label, at most 40 characters)."""
-    if not NAME_RE.match(v):
+    if not NAME_RE.fullmatch(v):
         raise ValueError(
             f"name: {v!r} is not a DNS-1123 label of at most 40 characters "
             "(lowercase letters, digits and '-', starting and ending with a letter or digit)"
@@ -275,7 +287,7 @@ def check_name(v: str) -> str:
 
 def check_model_id(v: str) -> str:
     """Validate a Hugging Face model id without requiring it to be in the catalog."""
-    if not MODEL_ID_RE.match(v) or "--" in v or ".." in v:
+    if not MODEL_ID_RE.fullmatch(v) or "--" in v or ".." in v:
         raise ValueError(
             f"model: {v!r} is not a Hugging Face model id of the form owner/name "
             "(letters, digits, '_', '.', '-'; no '--' or '..')"
@@ -336,8 +348,8 @@ class EndpointSpec(_Model):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     exposure: ExposureSpec = Field(default_factory=ExposureSpec)
     vllm: VllmSpec = Field(default_factory=VllmSpec)
-    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = Field(
-        default_factory=dict, max_length=16
+    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = (
+        Field(default_factory=dict, max_length=16)
     )
 
     @field_validator("name")
@@ -348,7 +360,7 @@ class EndpointSpec(_Model):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
-        if not NAME_RE.match(v):
+        if not NAME_RE.fullmatch(v):
             raise ValueError(f"namespace: {v!r} is not a DNS-1123 label")
         return v
 
@@ -366,7 +378,13 @@ class EndpointSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        check_model_id(self.model) if "/" in self.model else None
+        if "/" in self.model:
+            check_model_id(self.model)
+        elif not MODEL_ALIAS_RE.fullmatch(self.model):
+            raise ValueError(
+                f"model: {self.model!r} is neither a catalog alias nor a Hugging Face id "
+                "(letters, digits, '_', '.', '-')"
+            )
         if self.custom_model is None:
             get_model(self.model)
         elif self.custom_model.id != self.model:
@@ -442,11 +460,65 @@ def parse_spec(data: dict[str, Any]) -> EndpointSpec:
         raise ValueError(format_validation_error(e)) from None
 
 
-def load_spec() -> EndpointSpec:
-    """Read the spec from the stack's ``llm-endpoints:endpoint`` config object."""
+class PlatformSpec(_Model):
+    """The shared platform cluster that self-service endpoints land on.
+
+    Attributes:
+        name: Cluster name.
+        region: AWS region.
+        kubernetes_version: EKS version.
+        auto_mode: EKS Auto Mode instead of Karpenter.
+        availability_zones: How many AZs the VPC spans.
+        addons: Add-on switches by name (see ``components.cluster.ADDONS``);
+            unnamed ones keep their defaults.
+    """
+
+    name: str = "llm-platform"
+    region: str = "us-east-1"
+    kubernetes_version: str = "1.33"
+    auto_mode: bool = False
+    availability_zones: int = Field(default=3, ge=2, le=3)
+    addons: dict[str, bool] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What one stack builds: an endpoint, or the platform cluster."""
+
+    endpoint: EndpointSpec | None
+    platform: PlatformSpec | None
+    hf_token: Any = None  # pulumi.Output[str] (secret) or None
+
+
+def load_stack_config() -> StackConfig:
+    """Read and validate the stack's config (the only place config is read).
+
+    Raises:
+        ValueError: naming the key and each bad field.
+    """
     import pulumi
 
-    data = pulumi.Config().require_object("endpoint")
-    if not isinstance(data, dict):
+    cfg = pulumi.Config("llm-endpoints")
+    endpoint, platform = cfg.get_object("endpoint"), cfg.get_object("platform")
+    if (endpoint is None) == (platform is None):
+        raise ValueError(
+            "stack config: set exactly one of llm-endpoints:endpoint and llm-endpoints:platform "
+            "(see Pulumi.yaml and stacks/)"
+        )
+    if platform is not None:
+        if not isinstance(platform, dict):
+            raise ValueError("llm-endpoints:platform must be an object (see Pulumi.yaml)")
+        try:
+            return StackConfig(endpoint=None, platform=PlatformSpec.model_validate(platform))
+        except ValidationError as e:
+            raise ValueError("llm-endpoints:platform: " + format_validation_error(e)) from None
+    if not isinstance(endpoint, dict):
         raise ValueError("llm-endpoints:endpoint must be an object (see Pulumi.yaml)")
-    return parse_spec(data)
+    return StackConfig(
+        endpoint=parse_spec(endpoint), platform=None, hf_token=cfg.get_secret("hfToken")
+    )

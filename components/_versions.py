@@ -37,6 +37,8 @@ OPEN_WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.6.26"
 # Used by the prefetch Job and the download-at-start init container.
 HF_DOWNLOADER_IMAGE = "python:3.12.11-slim-bookworm"
 HF_HUB_VERSION = "0.35.3"
+# The s3 prefetch Job uploads with boto3 (Mountpoint volumes are read-only).
+BOTO3_VERSION = "1.44.5"
 
 # Add-on Helm charts (installed by the dedicated/platform cluster).
 KARPENTER_CHART = "oci://public.ecr.aws/karpenter/karpenter"
@@ -69,3 +71,9 @@ EKS_ADDONS = {
 ALL_IMAGES = frozenset(
     {VLLM_IMAGE, VLLM_NEURON_IMAGE, RAY_VLLM_IMAGE, OPEN_WEBUI_IMAGE, HF_DOWNLOADER_IMAGE}
 )
+
+# Node images. Karpenter resolves the alias to the AL2023 AMI of that release
+# (the NVIDIA or Neuron variant for accelerated instance types); "@latest"
+# would roll every GPU node whenever AWS publishes an AMI, so it is pinned.
+# Source: github.com/awslabs/amazon-eks-ami/releases (v20251023).
+KARPENTER_AMI_ALIAS = "al2023@v20251023"

@@ -407,9 +407,9 @@ class EndpointSpec(_Model):
                 "pipeline_parallel: serving 'leader-worker-set' runs one model over several "
                 "nodes; set pipeline_parallel >= 2, or use serving 'deployment' for one node"
             )
-        if self.pool.mode is PoolMode.AUTO_MODE and not (
-            self.cluster.auto_mode or self.cluster.mode is not ClusterMode.DEDICATED
-        ):
+        if self.pool.mode is PoolMode.AUTO_MODE and not self.cluster.auto_mode:
+            # Shared and existing clusters declare it too; the shared mode
+            # checks the declaration against the platform stack's output.
             raise ValueError("pool.mode 'auto-mode' needs cluster.auto_mode: true")
         if self.cluster.auto_mode and self.pool.mode is PoolMode.KARPENTER:
             raise ValueError(

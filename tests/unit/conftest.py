@@ -34,6 +34,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: list[Recorded] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        #: Outputs a ``pulumi.StackReference`` sees (set per test for shared clusters).
+        self.stack_outputs: dict[str, Any] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), args.provider))
@@ -45,8 +47,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "aws:eks/cluster:Cluster":
             outputs.setdefault("endpoint", "https://ABC.gr7.us-east-1.eks.amazonaws.com")
             outputs.setdefault(
-                "identities", [{"oidcs": [{"issuer": "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"}]}]
+                "identities",
+                [{"oidcs": [{"issuer": "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"}]}],
             )
+        if args.typ == "eks:index:Cluster":
+            # pulumi_eks.Cluster is a remote component: mock its plain outputs.
+            issuer = "oidc.eks.us-east-1.amazonaws.com/id/ABC"
+            outputs.setdefault("kubeconfigJson", '{"apiVersion": "v1", "kind": "Config"}')
+            outputs.setdefault(
+                "oidcProviderArn", f"arn:aws:iam::123456789012:oidc-provider/{issuer}"
+            )
+            outputs.setdefault("oidcIssuer", issuer)
+            outputs.setdefault("oidcProviderUrl", f"https://{issuer}")
+            outputs.setdefault("clusterSecurityGroupId", "sg-cluster")
+            outputs.setdefault("nodeSecurityGroupId", "sg-node")
+            outputs.setdefault("autoModeNodeRoleName", "")
+        if args.typ == "aws:ec2/placementGroup:PlacementGroup":
+            # The engine auto-names it; the launch template refers to the name.
+            outputs.setdefault("name", f"{args.name}-pg")
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs["outputs"] = dict(self.stack_outputs)
+            outputs.setdefault("secretOutputNames", [])
         if args.typ == "aws:fsx/lustreFileSystem:LustreFileSystem":
             outputs.setdefault("dnsName", f"{rid}.fsx.us-east-1.amazonaws.com")
             outputs.setdefault("mountName", "abcdefgh")
@@ -55,10 +76,18 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         self.calls.append((args.token, dict(args.args)))
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": ZONES, "zoneIds": [f"use1-az{i}" for i in range(1, 5)], "id": "us-east-1"}
+            return {
+                "names": ZONES,
+                "zoneIds": [f"use1-az{i}" for i in range(1, 5)],
+                "id": "us-east-1",
+            }
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/test",
-                    "userId": "AIDTEST", "id": "123456789012"}
+            return {
+                "accountId": "123456789012",
+                "arn": "arn:aws:iam::123456789012:user/test",
+                "userId": "AIDTEST",
+                "id": "123456789012",
+            }
         if args.token in ("aws:index/getRegion:getRegion", "aws:index/region:getRegion"):
             return {"name": "us-east-1", "region": "us-east-1", "id": "us-east-1"}
         if args.token == "aws:index/getPartition:getPartition":
@@ -96,8 +125,10 @@ def resolve(output: Any) -> Any:
 
 
 def settle() -> None:
-    """Let every registration finish so ``mocks.resources`` is complete."""
+    """Let every registration finish so ``mocks.resources`` is complete.
+
+    Registrations run on the SDK's thread pool, so turning the event loop is
+    not enough: wait for the outstanding RPCs themselves.
+    """
     loop = asyncio.get_event_loop()
-    # Registrations are tasks on the loop; give them a few turns to run.
-    for _ in range(20):
-        loop.run_until_complete(asyncio.sleep(0))
+    loop.run_until_complete(pulumi.runtime.stack.wait_for_rpcs())

@@ -59,7 +59,9 @@ def find_toolchain() -> Toolchain:
     Raises:
         ToolchainMissing: with the command that installs it.
     """
-    root = cache_dir() / "toolchain" / f"pulumi-v{PULUMI_VERSION}-k8s-v{KUBERNETES_PROVIDER_VERSION}"
+    root = (
+        cache_dir() / "toolchain" / f"pulumi-v{PULUMI_VERSION}-k8s-v{KUBERNETES_PROVIDER_VERSION}"
+    )
     marker = root / ".complete"
     if not marker.is_file() or not (root / "bin" / "pulumi").exists():
         raise ToolchainMissing(
@@ -160,7 +162,9 @@ def run_pulumi(
     """
     tc = toolchain or find_toolchain()
     full_env = dict(os.environ)
-    full_env.update(pulumi_env(tc, state_dir, extra=env))
+    full_env.update(
+        pulumi_env(tc, state_dir, backend_url=os.environ.get("PULUMI_BACKEND_URL"), extra=env)
+    )
     full_env["PATH"] = f"{tc.root / 'bin'}{os.pathsep}{full_env.get('PATH', '')}"
     return subprocess.run(
         [str(tc.pulumi), *args],
@@ -170,3 +174,25 @@ def run_pulumi(
         text=True,
         capture_output=capture,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m automation.toolchain ARGS``: the pulumi CLI, hermetically.
+
+    Runs in the repository (the project's Pulumi.yaml) with the state folder of
+    the control plane (``LLM_ENDPOINTS_STATE_DIR``, default ``.state``).
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    state_dir = Path(os.environ.get("LLM_ENDPOINTS_STATE_DIR") or REPO_ROOT / ".state")
+    try:
+        result = run_pulumi(args, cwd=REPO_ROOT, state_dir=state_dir, check=False)
+    except ToolchainMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return result.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

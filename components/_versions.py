@@ -28,8 +28,7 @@ KUBERNETES_PROVIDER_VERSION = TOOLCHAIN["KUBERNETES_VERSION"]
 # Serving images.
 VLLM_IMAGE = "vllm/vllm-openai:v0.10.2"  # gpt-oss needs >= 0.10.1
 VLLM_NEURON_IMAGE = (
-    "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:"
-    "0.9.1-neuronx-py310-sdk2.25.0-ubuntu22.04"
+    "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:0.9.1-neuronx-py310-sdk2.25.0-ubuntu22.04"
 )
 RAY_VLLM_IMAGE = "rayproject/ray-llm:2.49.0-py311-cu128"
 RAY_VLLM_NEURON_IMAGE = VLLM_NEURON_IMAGE

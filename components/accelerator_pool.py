@@ -498,7 +498,7 @@ class AcceleratorPool(pulumi.ComponentResource):
             f"{name}-nodepool",
             api_version="karpenter.sh/v1",
             kind="NodePool",
-            metadata={"name": name, "labels": {POOL_LABEL: name}},
+            metadata={"name": name, "labels": self.labels},
             spec=spec,
             opts=self._opts(*deps),
         )
@@ -512,7 +512,7 @@ class AcceleratorPool(pulumi.ComponentResource):
             f"{name}-nodeclass",
             api_version="karpenter.k8s.aws/v1",
             kind="EC2NodeClass",
-            metadata={"name": name, "labels": {POOL_LABEL: name}},
+            metadata={"name": name, "labels": self.labels},
             spec={
                 "role": args.node_role_name,
                 "amiSelectorTerms": [{"alias": args.ami_alias}],

@@ -1647,7 +1647,8 @@ def export_platform_outputs(cluster: Cluster) -> None:
     if cluster.mode is not ClusterMode.DEDICATED:
         raise ValueError(f"cluster: only a dedicated cluster is a platform, got {cluster.mode}")
     values: dict[str, Any] = {
-        OUT_KUBECONFIG: cluster.kubeconfig,
+        # Cluster-admin credentials: never in plain text in state or outputs.
+        OUT_KUBECONFIG: pulumi.Output.secret(cluster.kubeconfig),
         OUT_CLUSTER_NAME: cluster.cluster_name,
         OUT_OIDC_PROVIDER_ARN: cluster.oidc_provider_arn,
         OUT_OIDC_ISSUER: cluster.oidc_issuer,

@@ -26,9 +26,10 @@ from pydantic import (
 
 from components.catalog import INSTANCES, Accelerator, DType, get_instance, get_model
 
-#: DNS-1123 label, at most 40 characters so that derived names
+#: DNS-1035 label (Service names must start with a letter), at most 40
+#: characters so that derived names
 #: (``{name}-pool``, stack names, Kubernetes objects) stay within 63.
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 #: A Hugging Face repository id: ``owner/name``, no ``--`` or ``..`` (the Hub
 #: forbids both), nothing that a shell, template or argument parser treats
 #: specially.
@@ -152,7 +153,9 @@ class ClusterSpec(_Model):
 class PoolSpec(_Model):
     """Accelerator node provisioning."""
 
-    mode: PoolMode = PoolMode.KARPENTER
+    #: None: ``none`` on an existing cluster, ``auto-mode`` on an Auto Mode
+    #: cluster, ``karpenter`` otherwise (see EndpointSpec.resolved_pool_mode).
+    mode: PoolMode | None = None
     capacity_types: list[CapacityType] = Field(
         default_factory=lambda: [CapacityType.ON_DEMAND], min_length=1
     )
@@ -191,10 +194,12 @@ class StorageSpec(_Model):
     def _kind_fields(self) -> Self:
         if self.bucket and self.kind is not StorageKind.S3:
             raise ValueError("storage.bucket applies only to storage.kind 's3'")
-        if self.kind is StorageKind.FSX and self.size_gib % 1200:
+        if self.kind is StorageKind.FSX and not (
+            self.size_gib == 1200 or self.size_gib % 2400 == 0
+        ):
             raise ValueError(
-                f"storage.size_gib: FSx for Lustre SCRATCH_2 is sold in 1200 GiB steps "
-                f"(1200, 2400, ...), got {self.size_gib}"
+                "storage.size_gib: FSx for Lustre SCRATCH_2 comes in 1200 GiB or multiples "
+                f"of 2400 GiB (1200, 2400, 4800, ...), got {self.size_gib}"
             )
         if self.prefetch and self.kind is StorageKind.NONE:
             raise ValueError(
@@ -339,7 +344,9 @@ class EndpointSpec(_Model):
     serving: ServingMode = ServingMode.DEPLOYMENT
     replicas: int = Field(default=1, ge=1, le=16)
     ttl: str | None = None
-    namespace: str = "llm"
+    #: None: a namespace of the endpoint's own, named after it, created and
+    #: deleted with it. A given namespace must already exist.
+    namespace: str | None = None
     open_webui: bool = False
     cluster: ClusterSpec = Field(
         default_factory=lambda: ClusterSpec(mode=ClusterMode.EXISTING, render_dir="rendered")
@@ -359,8 +366,8 @@ class EndpointSpec(_Model):
 
     @field_validator("namespace")
     @classmethod
-    def _namespace(cls, v: str) -> str:
-        if not NAME_RE.fullmatch(v):
+    def _namespace(cls, v: str | None) -> str | None:
+        if v is not None and not NAME_RE.fullmatch(v):
             raise ValueError(f"namespace: {v!r} is not a DNS-1123 label")
         return v
 
@@ -411,6 +418,20 @@ class EndpointSpec(_Model):
             # Shared and existing clusters declare it too; the shared mode
             # checks the declaration against the platform stack's output.
             raise ValueError("pool.mode 'auto-mode' needs cluster.auto_mode: true")
+        if self.cluster.mode is ClusterMode.EXISTING:
+            # An existing cluster's VPC, node roles and discovery tags are not
+            # known to this program, so nothing AWS-side can be built for it.
+            if self.pool.mode not in (None, PoolMode.NONE):
+                raise ValueError(
+                    "pool.mode: an existing cluster uses its own nodes; leave pool.mode unset "
+                    "or 'none' (karpenter, auto-mode and managed need cluster.mode dedicated "
+                    "or shared)"
+                )
+            if self.storage.kind not in (StorageKind.PVC, StorageKind.NONE):
+                raise ValueError(
+                    f"storage.kind: {self.storage.kind.value!r} creates AWS resources, which "
+                    "cluster.mode 'existing' cannot; use 'pvc' or 'none'"
+                )
         if self.cluster.auto_mode and self.pool.mode is PoolMode.KARPENTER:
             raise ValueError(
                 "pool.mode: an Auto Mode cluster provisions nodes itself; use 'auto-mode' "
@@ -424,6 +445,25 @@ class EndpointSpec(_Model):
         if self.instance_type:
             return INSTANCES[self.instance_type].accelerator
         return self.accelerator or Accelerator.NVIDIA
+
+    @property
+    def resolved_namespace(self) -> str:
+        """The namespace the endpoint runs in."""
+        return self.namespace or self.name
+
+    @property
+    def owns_namespace(self) -> bool:
+        """True when the endpoint creates (and deletes) its namespace."""
+        return self.namespace is None or self.namespace == self.name
+
+    @property
+    def resolved_pool_mode(self) -> PoolMode:
+        """The pool mode, defaulted from the cluster mode when not given."""
+        if self.pool.mode is not None:
+            return self.pool.mode
+        if self.cluster.mode is ClusterMode.EXISTING:
+            return PoolMode.NONE
+        return PoolMode.AUTO_MODE if self.cluster.auto_mode else PoolMode.KARPENTER
 
     @property
     def ttl_delta(self) -> timedelta | None:
@@ -504,7 +544,10 @@ def load_stack_config() -> StackConfig:
     import pulumi
 
     cfg = pulumi.Config("llm-endpoints")
-    endpoint, platform = cfg.get_object("endpoint"), cfg.get_object("platform")
+    # Pulumi.yaml gives the optional keys empty defaults (declared keys without
+    # one are required by the engine), so empty means "not set".
+    endpoint = cfg.get_object("endpoint") or None
+    platform = cfg.get_object("platform") or None
     if (endpoint is None) == (platform is None):
         raise ValueError(
             "stack config: set exactly one of llm-endpoints:endpoint and llm-endpoints:platform "
@@ -519,6 +562,12 @@ def load_stack_config() -> StackConfig:
             raise ValueError("llm-endpoints:platform: " + format_validation_error(e)) from None
     if not isinstance(endpoint, dict):
         raise ValueError("llm-endpoints:endpoint must be an object (see Pulumi.yaml)")
-    return StackConfig(
-        endpoint=parse_spec(endpoint), platform=None, hf_token=cfg.get_secret("hfToken")
-    )
+    hf_token = None
+    if cfg.get("hfToken"):
+        if not pulumi.runtime.config.is_config_secret("llm-endpoints:hfToken"):
+            raise ValueError(
+                "llm-endpoints:hfToken is stored in plain text; set it with "
+                "`pulumi config set --secret llm-endpoints:hfToken ...`"
+            )
+        hf_token = cfg.get_secret("hfToken")
+    return StackConfig(endpoint=parse_spec(endpoint), platform=None, hf_token=hf_token)

@@ -44,8 +44,9 @@ def _stack(toolchain: Toolchain, state_dir: Path, program) -> auto.Stack:
     )
 
 
-def test_inline_program_renders_updates_and_destroys(toolchain: Toolchain, state_dir: Path,
-                                                      tmp_path: Path) -> None:
+def test_inline_program_renders_updates_and_destroys(
+    toolchain: Toolchain, state_dir: Path, tmp_path: Path
+) -> None:
     render_dir = tmp_path / "rendered"
     manifest = render_dir / "1-manifest" / "v1-configmap-default-engine-check.yaml"
 
@@ -59,9 +60,11 @@ def test_inline_program_renders_updates_and_destroys(toolchain: Toolchain, state
     stack = _stack(toolchain, state_dir, _program(render_dir, "two"))
     result = stack.up(on_output=lambda _: None)
     assert result.summary.resource_changes is not None
-    assert result.summary.resource_changes.get("replace", 0) + result.summary.resource_changes.get(
-        "update", 0
-    ) == 1
+    assert (
+        result.summary.resource_changes.get("replace", 0)
+        + result.summary.resource_changes.get("update", 0)
+        == 1
+    )
     assert stack.outputs()["value"].value == "two"
     assert yaml.safe_load(manifest.read_text())["data"] == {"value": "two"}
 

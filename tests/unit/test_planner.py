@@ -399,6 +399,7 @@ def test_plan_for_spec_multi_node_and_neuron() -> None:
                 "pipeline_parallel": 2,
                 "serving": "leader-worker-set",
                 "storage": {"kind": "fsx", "size_gib": 1200},
+                "cluster": {"mode": "dedicated"},
             }
         )
     )

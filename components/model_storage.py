@@ -1,0 +1,883 @@
+"""ModelStorage: where the model weights live, and how a pod gets them.
+
+Kinds (:class:`~components.config.StorageKind`):
+
+* ``fsx`` — an FSx for Lustre file system (``SCRATCH_2``) in one private subnet,
+  its security group (LNET ports 988 and 1018-1023 from the cluster), a static
+  ``PersistentVolume`` on the ``fsx.csi.aws.com`` driver and a claim bound to it.
+* ``s3`` — a new bucket (private, encrypted, owner-enforced) or an existing one,
+  mounted read-only through Mountpoint for S3 (``s3.csi.aws.com``, static PV),
+  with an IAM policy that reads only the model's prefix. With the cluster's OIDC
+  provider given, the policy is attached to an IRSA role of the endpoint's own
+  service account and the volume uses pod-level credentials
+  (``authenticationSource: pod``), so endpoints sharing a cluster cannot read
+  each other's weights; without it the policy is exposed for the CSI driver's
+  role (driver-level credentials).
+* ``efs`` — an encrypted EFS file system with a mount target per private subnet
+  and a security group on 2049 (or an existing file system), static PV + claim.
+* ``pvc`` — a dynamically provisioned claim of a storage class.
+* ``none`` — an ephemeral ``emptyDir``; the weights are downloaded when the pod
+  starts by an init container.
+
+Weights reach a writable volume either once, by the prefetch Job
+(``{name}-prefetch``, ``prefetch=True``), or by the same download running as an
+init container of the serving pods (:attr:`ModelStorage.download_at_start`).
+Both are idempotent: the download writes ``.llm-endpoints-complete`` next to the
+weights last, and a later run that finds it does nothing. S3 volumes are
+read-only (Mountpoint cannot rename files, which ``huggingface_hub`` does while
+downloading), so for ``s3`` the Job downloads to scratch space and uploads.
+
+The Hugging Face token: this component owns the Kubernetes Secret
+``{name}-hf-token`` (key ``token``), built from a Pulumi secret with
+``stringData`` so the value stays encrypted in state. It lives here, not in the
+service, because storage is the first consumer in dependency order: the prefetch
+Job runs before the server exists, so a Secret owned by the service could not be
+relied on yet. The service reads it through :attr:`ModelStorage.hf_token_secret_name`,
+an Output that also orders the service's pods after the Secret.
+
+Wiring (``components/endpoint.py``): hand :attr:`~ModelStorage.volume`,
+``mount_path``, ``model_path``, ``download_container`` and
+``service_account_name`` to the service, and create the service with
+``depends_on=[storage]`` so that the server starts only after the prefetch Job
+has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components import _versions
+from components.config import NAME_RE, StorageKind, check_model_id
+
+#: Where every volume is mounted (S3 mounts the model's prefix one level down).
+MOUNT_ROOT = "/models"
+#: The pod volume's name; the service mounts it by this name.
+VOLUME_NAME = "models"
+#: The Secret key holding the Hugging Face token.
+HF_TOKEN_KEY = "token"
+#: Written last by a finished download; its presence makes later runs no-ops.
+COMPLETE_MARKER = ".llm-endpoints-complete"
+#: Checkpoint copies vLLM never reads (Meta's consolidated ``.pth`` under
+#: ``original/``, Apple Metal weights of gpt-oss under ``metal/``); skipping
+#: them halves some downloads.
+IGNORE_PATTERNS = ("original/*", "metal/*")
+#: How long the prefetch Job may run before Pulumi gives up on it.
+PREFETCH_TIMEOUT = "90m"
+PREFETCH_DEADLINE_S = 2 * 3600
+
+#: FSx for Lustre LNET ports (AWS FSx for Lustre user guide, "File system
+#: access control with Amazon VPC"): 988, and 1018-1023.
+LUSTRE_PORTS = ((988, 988), (1018, 1023))
+NFS_PORT = 2049
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_EFS_ID_RE = re.compile(r"^fs-[0-9a-f]{8,40}$")
+_ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany")
+_VOLUME_KINDS = (StorageKind.FSX, StorageKind.EFS, StorageKind.PVC)
+
+#: Restricted container settings; the downloader image runs as root (it writes
+#: into volumes owned by root), so runAsNonRoot is not set.
+_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+#: The downloader. Runs in HF_DOWNLOADER_IMAGE; installs its pinned libraries
+#: only when the image lacks them, and only after the idempotency check, so a
+#: finished volume costs one ``stat`` (or one S3 HEAD). Plain ``python -c`` so
+#: no ConfigMap is needed; every input comes from the environment.
+DOWNLOAD_SCRIPT = r"""
+import os, pathlib, subprocess, sys
+
+model_id = os.environ["MODEL_ID"]
+marker = os.environ["COMPLETE_MARKER"]
+target = pathlib.Path(os.environ["MODEL_PATH"])
+bucket = os.environ.get("S3_BUCKET")
+prefix = os.environ.get("S3_PREFIX", "").strip("/")
+
+
+def need(module, requirement):
+    try:
+        __import__(module)
+    except ImportError:
+        lib = "/tmp/pylib"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir",
+                        "--disable-pip-version-check", "--target", lib, requirement], check=True)
+        sys.path.insert(0, lib)
+
+
+if bucket:
+    need("boto3", os.environ["BOTO3_REQUIREMENT"])
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client("s3", region_name=os.environ.get("AWS_REGION"))
+    try:
+        s3.head_object(Bucket=bucket, Key=f"{prefix}/{marker}")
+        print(f"s3://{bucket}/{prefix}: weights already present; nothing to do", flush=True)
+        sys.exit(0)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+elif (target / marker).exists():
+    print(f"{target}: weights already present; nothing to do", flush=True)
+    sys.exit(0)
+
+need("huggingface_hub", os.environ["HF_HUB_REQUIREMENT"])
+from huggingface_hub import snapshot_download
+
+target.mkdir(parents=True, exist_ok=True)
+snapshot_download(
+    repo_id=model_id,
+    revision=os.environ.get("MODEL_REVISION") or None,
+    local_dir=str(target),
+    ignore_patterns=[p for p in os.environ.get("IGNORE_PATTERNS", "").split(",") if p],
+)
+if bucket:
+    files = [p for p in sorted(target.rglob("*"))
+             if p.is_file() and ".cache" not in p.relative_to(target).parts]
+    for path in files:
+        key = f"{prefix}/{path.relative_to(target).as_posix()}"
+        print(f"upload {key}", flush=True)
+        s3.upload_file(str(path), bucket, key)
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/{marker}", Body=model_id.encode())
+else:
+    (target / marker).write_text(model_id + "\n")
+print(f"{model_id}: download complete", flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class ModelStorageArgs:
+    """Inputs of :class:`ModelStorage`.
+
+    Attributes:
+        kind: fsx, s3, efs, pvc or none.
+        model_id: Hugging Face model id (``owner/name``); also the default prefix.
+        namespace: Namespace of the claim, Secret, service accounts and Job.
+        size_gib: Volume capacity. fsx: 1200, 2400 or a multiple of 2400
+            (SCRATCH_2); pvc/efs: the claim's request; none: the ``emptyDir`` limit
+            (about 1.2x the checkpoint is enough).
+        prefix: Directory (fsx/efs/pvc/none) or key prefix (s3) of the weights;
+            default: the model id.
+        prefetch: Download the weights once with a Job before serving.
+        revision: Hugging Face revision (branch, tag or commit) to download.
+        hf_token: Hugging Face token, a Pulumi secret (plain strings are made
+            secret). None for public models.
+        bucket: s3: an existing bucket holding (or to hold) the weights; a new
+            private bucket is created when None.
+        region: AWS region of the bucket (Mountpoint needs it).
+        storage_class: pvc: the StorageClass; None uses the cluster default.
+        access_mode: pvc: the claim's access mode. ReadWriteOnce (EBS) attaches to
+            one node: fine for one replica; use an RWX class (EFS) for more.
+        file_system_id: efs: an existing file system (none is created).
+        vpc_id: fsx/efs: the cluster's VPC.
+        private_subnet_ids: fsx/efs: private subnets (fsx uses the first; efs gets
+            a mount target in each).
+        subnet_count: efs: how many subnets ``private_subnet_ids`` holds, when it
+            is an Output (one mount target per subnet is created up front).
+        cluster_security_group_id: fsx/efs: the security group of the nodes.
+        oidc_provider_arn: s3: the cluster's IAM OIDC provider, for IRSA roles.
+        oidc_issuer: s3: the cluster's OIDC issuer URL (with or without https://).
+        labels: Extra labels for the Kubernetes objects.
+        tags: Extra tags for the AWS resources.
+    """
+
+    kind: StorageKind
+    model_id: str
+    namespace: str
+    size_gib: int = 1200
+    prefix: str | None = None
+    prefetch: bool = False
+    revision: str | None = None
+    hf_token: pulumi.Input[str] | None = None
+    bucket: str | None = None
+    region: str = "us-east-1"
+    storage_class: str | None = None
+    access_mode: str = "ReadWriteOnce"
+    file_system_id: str | None = None
+    vpc_id: pulumi.Input[str] | None = None
+    private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
+    subnet_count: int | None = None
+    cluster_security_group_id: pulumi.Input[str] | None = None
+    oidc_provider_arn: pulumi.Input[str] | None = None
+    oidc_issuer: pulumi.Input[str] | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _validate(name: str, a: ModelStorageArgs) -> str:
+    """Check the args; return the effective prefix. Raises ValueError naming the field."""
+    if not NAME_RE.match(name) or len(name) > 40:
+        raise ValueError(
+            f"name: {name!r} must be a DNS-1123 label of at most 40 characters "
+            "(it prefixes the claim, Secret and Job names)"
+        )
+    kind = StorageKind(a.kind)
+    check_model_id(a.model_id)
+    if not NAME_RE.match(a.namespace):
+        raise ValueError(f"namespace: {a.namespace!r} is not a DNS-1123 label")
+    prefix = a.prefix if a.prefix is not None else a.model_id
+    if not _PREFIX_RE.match(prefix) or ".." in prefix:
+        raise ValueError(
+            f"prefix: {prefix!r} must be a relative path such as 'owner/model' "
+            "(letters, digits, '_', '.', '-', no leading or trailing '/', no '..')"
+        )
+    for key, value in a.labels.items():
+        if not _LABEL_KEY_RE.match(key) or not _LABEL_VALUE_RE.match(value):
+            raise ValueError(f"labels: {key}={value!r} is not a valid Kubernetes label")
+    if a.size_gib < 1:
+        raise ValueError(f"size_gib: must be at least 1, got {a.size_gib}")
+    if kind is StorageKind.FSX and a.size_gib not in (1200, 2400) and a.size_gib % 2400:
+        raise ValueError(
+            f"size_gib: FSx for Lustre SCRATCH_2 comes in 1200 GiB, 2400 GiB or multiples "
+            f"of 2400 GiB, got {a.size_gib}"
+        )
+    if a.bucket is not None:
+        if kind is not StorageKind.S3:
+            raise ValueError("bucket: applies only to kind 's3'")
+        if not _BUCKET_RE.match(a.bucket) or ".." in a.bucket:
+            raise ValueError(f"bucket: {a.bucket!r} is not a valid S3 bucket name")
+    if a.storage_class is not None and kind is not StorageKind.PVC:
+        raise ValueError("storage_class: applies only to kind 'pvc'")
+    if a.access_mode not in _ACCESS_MODES:
+        raise ValueError(f"access_mode: {a.access_mode!r} is not one of {', '.join(_ACCESS_MODES)}")
+    if a.file_system_id is not None:
+        if kind is not StorageKind.EFS:
+            raise ValueError("file_system_id: applies only to kind 'efs'")
+        if not _EFS_ID_RE.match(a.file_system_id):
+            raise ValueError(f"file_system_id: {a.file_system_id!r} is not an EFS id (fs-...)")
+    if a.prefetch and kind is StorageKind.NONE:
+        raise ValueError(
+            "prefetch: kind 'none' has no volume to prefetch into; the weights are "
+            "downloaded at start (set kind to fsx, s3, efs or pvc to prefetch)"
+        )
+    needs_network = kind is StorageKind.FSX or (kind is StorageKind.EFS and not a.file_system_id)
+    if needs_network:
+        for fld in ("vpc_id", "private_subnet_ids", "cluster_security_group_id"):
+            if getattr(a, fld) is None:
+                raise ValueError(
+                    f"{fld}: kind {kind.value!r} creates AWS resources in the VPC and needs it"
+                )
+    if kind is StorageKind.EFS and not a.file_system_id:
+        if not isinstance(a.private_subnet_ids, Sequence) and not a.subnet_count:
+            raise ValueError(
+                "subnet_count: private_subnet_ids is an Output, so say how many subnets it "
+                "holds (one EFS mount target is created per subnet)"
+            )
+        count = _subnet_count(a)
+        if count < 1:
+            raise ValueError("private_subnet_ids: EFS needs at least one subnet for a mount target")
+    if kind is StorageKind.S3:
+        if a.bucket is None and not a.prefetch:
+            raise ValueError(
+                "prefetch: a new bucket starts empty and S3 volumes are read-only; set "
+                "prefetch: true, or give an existing bucket that holds the weights"
+            )
+        if (a.oidc_provider_arn is None) != (a.oidc_issuer is None):
+            raise ValueError("oidc_issuer: give both oidc_provider_arn and oidc_issuer, or neither")
+        if a.prefetch and a.oidc_provider_arn is None:
+            raise ValueError(
+                "oidc_provider_arn: the s3 prefetch Job writes to the bucket with its own IRSA "
+                "role; give the cluster's oidc_provider_arn and oidc_issuer"
+            )
+    return prefix
+
+
+def _subnet_count(a: ModelStorageArgs) -> int:
+    if a.subnet_count:
+        return a.subnet_count
+    assert isinstance(a.private_subnet_ids, Sequence)
+    return len(a.private_subnet_ids)
+
+
+def _subnet(ids: pulumi.Input[Sequence[pulumi.Input[str]]], i: int) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(ids).apply(lambda s: s[i])
+
+
+def s3_read_policy(bucket: str, prefix: str) -> dict[str, Any]:
+    """IAM policy that lists and reads one prefix of one bucket, nothing else.
+
+    Mountpoint lists with ``prefix/`` and reads objects below it; ``s3:prefix``
+    conditions keep ListBucket from enumerating the rest of the bucket.
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ListModelPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}},
+            },
+            {
+                "Sid": "ReadModelObjects",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*",
+            },
+        ],
+    }
+
+
+def s3_write_policy(bucket: str, prefix: str) -> dict[str, Any]:
+    """IAM policy for the prefetch Job: the read policy plus writes under the prefix."""
+    policy = s3_read_policy(bucket, prefix)
+    policy["Statement"].append(
+        {
+            "Sid": "WriteModelObjects",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*",
+        }
+    )
+    return policy
+
+
+def irsa_trust_policy(provider_arn: str, issuer: str, namespace: str, sa: str) -> dict[str, Any]:
+    """Trust policy letting exactly one Kubernetes service account assume a role."""
+    host = issuer.removeprefix("https://").rstrip("/")
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{host}:sub": f"system:serviceaccount:{namespace}:{sa}",
+                        f"{host}:aud": "sts.amazonaws.com",
+                    }
+                },
+            }
+        ],
+    }
+
+
+class ModelStorage(pulumi.ComponentResource):
+    """The volume that holds a model's weights, and how they get there.
+
+    Attributes:
+        volume: Pod volume (a Kubernetes ``Volume`` dict named ``models``).
+        mount_path: Where the service mounts :attr:`volume`.
+        model_path: The weights' directory inside the pod; vLLM's ``--model``.
+        read_only: True when the volume itself cannot be written (s3).
+        download_at_start: True when the serving pods must download the weights
+            (kind none, or a writable volume without prefetch); see
+            :attr:`download_container`.
+        download_container: The init container that downloads the weights into
+            :attr:`volume` at :attr:`model_path` (idempotent), or None.
+        prefetch_job_name: Name of the prefetch Job, or None.
+        prefetch_job: The prefetch Job resource (for ``depends_on``), or None.
+        hf_token_secret_name: Name of the Secret holding the token (key
+            ``token``), or None when no token was given.
+        service_account_name: Service account the serving pods must run as
+            (s3 with IRSA: it carries the read role), or None.
+        claim_name: The PersistentVolumeClaim's name, or None (kind none).
+        bucket_name: s3: the bucket.
+        read_policy_arn: s3: the IAM policy that reads the model prefix (attach
+            it to the CSI driver's role when no OIDC provider was given).
+        file_system_id: fsx/efs: the file system.
+    """
+
+    TYPE: ClassVar[str] = "llm-endpoints:components:ModelStorage"
+
+    volume: dict[str, Any]
+    mount_path: str
+    model_path: str
+    read_only: bool
+    download_at_start: bool
+    download_container: dict[str, Any] | None
+    prefetch_job_name: str | None
+    prefetch_job: k8s.batch.v1.Job | None
+    hf_token_secret_name: pulumi.Output[str] | None
+    service_account_name: pulumi.Output[str] | None
+    claim_name: pulumi.Output[str] | None
+    bucket_name: pulumi.Output[str] | None
+    read_policy_arn: pulumi.Output[str] | None
+    file_system_id: pulumi.Output[str] | None
+
+    def __init__(
+        self, name: str, args: ModelStorageArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        prefix = _validate(name, args)
+        super().__init__(self.TYPE, name, None, opts)
+        self._name = name
+        self._args = args
+        self._prefix = prefix
+        kind = StorageKind(args.kind)
+        self._labels = {
+            "llm-endpoints/endpoint": name,
+            **args.labels,
+            "app.kubernetes.io/name": "model-storage",
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/managed-by": "pulumi",
+        }
+        self._tags = {**args.tags, "llm-endpoints/storage": name}
+
+        self.read_only = kind is StorageKind.S3
+        self.model_path = f"{MOUNT_ROOT}/{prefix}"
+        self.mount_path = self.model_path if kind is StorageKind.S3 else MOUNT_ROOT
+        self.download_at_start = kind is StorageKind.NONE or (
+            kind in _VOLUME_KINDS and not args.prefetch
+        )
+        self.prefetch_job_name = None
+        self.prefetch_job = None
+        self.hf_token_secret_name = None
+        self.service_account_name = None
+        self.claim_name = None
+        self.bucket_name = None
+        self.read_policy_arn = None
+        self.file_system_id = None
+
+        if args.hf_token is not None:
+            secret = k8s.core.v1.Secret(
+                f"{name}-hf-token",
+                metadata=self._meta(f"{name}-hf-token"),
+                type="Opaque",
+                # stringData from a Pulumi secret: encrypted in state, never a literal.
+                string_data={HF_TOKEN_KEY: pulumi.Output.secret(args.hf_token)},
+                opts=self._child(),
+            )
+            self.hf_token_secret_name = secret.metadata.name
+
+        writer_sa: pulumi.Output[str] | None = None
+        if kind is StorageKind.FSX:
+            self._fsx()
+        elif kind is StorageKind.EFS:
+            self._efs()
+        elif kind is StorageKind.PVC:
+            self._dynamic_claim()
+        elif kind is StorageKind.S3:
+            writer_sa = self._s3()
+        if kind is StorageKind.NONE:
+            self.volume = {"name": VOLUME_NAME, "emptyDir": {"sizeLimit": f"{args.size_gib}Gi"}}
+        elif kind is not StorageKind.S3:
+            self.volume = {
+                "name": VOLUME_NAME,
+                "persistentVolumeClaim": {"claimName": self.claim_name},
+            }
+
+        self.download_container = self._downloader() if self.download_at_start else None
+        if args.prefetch:
+            self._prefetch(kind, writer_sa)
+
+        self.register_outputs(
+            {
+                "model_path": self.model_path,
+                "mount_path": self.mount_path,
+                "read_only": self.read_only,
+                "download_at_start": self.download_at_start,
+                "prefetch_job_name": self.prefetch_job_name,
+                "hf_token_secret_name": self.hf_token_secret_name,
+                "service_account_name": self.service_account_name,
+                "claim_name": self.claim_name,
+                "bucket_name": self.bucket_name,
+                "read_policy_arn": self.read_policy_arn,
+                "file_system_id": self.file_system_id,
+            }
+        )
+
+    # -- helpers --------------------------------------------------------------
+
+    def _child(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        # Providers (kubernetes, aws) are inherited from this component's opts.
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    def _meta(self, obj_name: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": obj_name,
+            "namespace": self._args.namespace,
+            "labels": self._labels,
+            **extra,
+        }
+
+    def _hf_env(self) -> list[dict[str, Any]]:
+        if self.hf_token_secret_name is None:
+            return []
+        return [
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {"name": self.hf_token_secret_name, "key": HF_TOKEN_KEY}
+                },
+            }
+        ]
+
+    def _download_env(self, model_path: str) -> list[dict[str, Any]]:
+        a = self._args
+        env = [
+            {"name": "MODEL_ID", "value": a.model_id},
+            {"name": "MODEL_PATH", "value": model_path},
+            {"name": "MODEL_REVISION", "value": a.revision or ""},
+            {"name": "COMPLETE_MARKER", "value": COMPLETE_MARKER},
+            {"name": "IGNORE_PATTERNS", "value": ",".join(IGNORE_PATTERNS)},
+            {"name": "HF_HUB_REQUIREMENT", "value": f"huggingface_hub=={_versions.HF_HUB_VERSION}"},
+            {"name": "BOTO3_REQUIREMENT", "value": f"boto3=={_versions.BOTO3_VERSION}"},
+            # Keep caches off the image's read-only-ish home and out of the volume root.
+            {"name": "HF_HOME", "value": "/tmp/hf-home"},
+            {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        ]
+        return env + self._hf_env()
+
+    def _container(self, env: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "name": "download-model",
+            "image": _versions.HF_DOWNLOADER_IMAGE,
+            "command": ["python", "-c", DOWNLOAD_SCRIPT],
+            "env": env,
+            "volumeMounts": mounts,
+            "resources": {
+                "requests": {"cpu": "1", "memory": "2Gi"},
+                "limits": {"memory": "4Gi"},
+            },
+            "securityContext": dict(_SECURITY_CONTEXT),
+        }
+
+    def _downloader(self) -> dict[str, Any]:
+        mount = {"name": VOLUME_NAME, "mountPath": self.mount_path}
+        return self._container(self._download_env(self.model_path), [mount])
+
+    # -- kinds ------------------------------------------------------------------
+
+    def _static_claim(
+        self,
+        csi: dict[str, Any],
+        access_mode: str,
+        mount_options: list[pulumi.Input[str]] | None,
+        depends_on: list[pulumi.Resource] | None = None,
+    ) -> None:
+        """A PersistentVolume for an existing volume, and a claim bound only to it."""
+        a, name = self._args, self._name
+        claim = f"{name}-models"
+        # PVs are cluster-scoped: the namespace keeps two endpoints' names apart.
+        pv_name = f"{a.namespace}-{name}-models"
+        pv_spec: dict[str, Any] = {
+            "capacity": {"storage": f"{a.size_gib}Gi"},
+            "accessModes": [access_mode],
+            "volumeMode": "Filesystem",
+            # Retain: Delete would ask the CSI driver to delete a file system
+            # or bucket that Pulumi owns (or that is not ours at all).
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {"namespace": a.namespace, "name": claim},
+            "csi": csi,
+        }
+        if mount_options:
+            pv_spec["mountOptions"] = mount_options
+        pv = k8s.core.v1.PersistentVolume(
+            f"{name}-pv",
+            metadata={"name": pv_name, "labels": self._labels},
+            spec=pv_spec,
+            opts=self._child(depends_on=depends_on or []),
+        )
+        pvc = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-pvc",
+            metadata=self._meta(claim),
+            spec={
+                "accessModes": [access_mode],
+                "storageClassName": "",
+                "volumeName": pv.metadata.name,
+                "resources": {"requests": {"storage": f"{a.size_gib}Gi"}},
+            },
+            opts=self._child(),
+        )
+        self.claim_name = pvc.metadata.name
+
+    def _fsx(self) -> None:
+        a, name = self._args, self._name
+        assert a.private_subnet_ids is not None and a.cluster_security_group_id is not None
+        lnet = [
+            aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp",
+                from_port=lo,
+                to_port=hi,
+                security_groups=[a.cluster_security_group_id],
+                # Lustre servers of one file system also talk to each other.
+                self=True,
+                description=f"Lustre LNET {lo}-{hi} from cluster nodes",
+            )
+            for lo, hi in LUSTRE_PORTS
+        ]
+        sg = aws.ec2.SecurityGroup(
+            f"{name}-fsx",
+            vpc_id=a.vpc_id,
+            description=f"FSx for Lustre of {name}: LNET from the cluster",
+            ingress=lnet,
+            egress=[{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}],
+            tags={**self._tags, "Name": f"{name}-fsx"},
+            opts=self._child(),
+        )
+        # Lustre clients accept connections from the servers on the same ports;
+        # these rules go on the nodes' group and leave with the endpoint.
+        for lo, hi in LUSTRE_PORTS:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-fsx-client-{lo}",
+                security_group_id=a.cluster_security_group_id,
+                referenced_security_group_id=sg.id,
+                ip_protocol="tcp",
+                from_port=lo,
+                to_port=hi,
+                description=f"Lustre LNET {lo}-{hi} from FSx {name}",
+                opts=self._child(),
+            )
+        fs = aws.fsx.LustreFileSystem(
+            f"{name}-fsx",
+            deployment_type="SCRATCH_2",
+            storage_capacity=a.size_gib,
+            # SCRATCH file systems live in one subnet (one AZ).
+            subnet_ids=_subnet(a.private_subnet_ids, 0),
+            security_group_ids=[sg.id],
+            data_compression_type="LZ4",
+            tags={**self._tags, "Name": f"{name}-models"},
+            opts=self._child(),
+        )
+        self.file_system_id = fs.id
+        self._static_claim(
+            {
+                "driver": "fsx.csi.aws.com",
+                "volumeHandle": fs.id,
+                "volumeAttributes": {"dnsname": fs.dns_name, "mountname": fs.mount_name},
+            },
+            "ReadWriteMany",
+            ["flock"],
+        )
+
+    def _efs(self) -> None:
+        a, name = self._args, self._name
+        depends: list[pulumi.Resource] = []
+        if a.file_system_id:
+            fs_id: pulumi.Output[str] = pulumi.Output.from_input(a.file_system_id)
+        else:
+            assert a.private_subnet_ids is not None and a.cluster_security_group_id is not None
+            fs = aws.efs.FileSystem(
+                f"{name}-efs",
+                encrypted=True,
+                performance_mode="generalPurpose",
+                throughput_mode="elastic",
+                tags={**self._tags, "Name": f"{name}-models"},
+                opts=self._child(),
+            )
+            sg = aws.ec2.SecurityGroup(
+                f"{name}-efs",
+                vpc_id=a.vpc_id,
+                description=f"EFS of {name}: NFS from the cluster",
+                ingress=[
+                    {
+                        "protocol": "tcp",
+                        "from_port": NFS_PORT,
+                        "to_port": NFS_PORT,
+                        "security_groups": [a.cluster_security_group_id],
+                        "description": "NFS from cluster nodes",
+                    }
+                ],
+                egress=[
+                    {"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}
+                ],
+                tags={**self._tags, "Name": f"{name}-efs"},
+                opts=self._child(),
+            )
+            for i in range(_subnet_count(a)):
+                depends.append(
+                    aws.efs.MountTarget(
+                        f"{name}-efs-{i}",
+                        file_system_id=fs.id,
+                        subnet_id=_subnet(a.private_subnet_ids, i),
+                        security_groups=[sg.id],
+                        opts=self._child(),
+                    )
+                )
+            fs_id = fs.id
+        self.file_system_id = fs_id
+        # The PV waits for the mount targets: a mount before they exist fails.
+        self._static_claim(
+            {"driver": "efs.csi.aws.com", "volumeHandle": fs_id}, "ReadWriteMany", None, depends
+        )
+
+    def _dynamic_claim(self) -> None:
+        a, name = self._args, self._name
+        spec: dict[str, Any] = {
+            "accessModes": [a.access_mode],
+            "resources": {"requests": {"storage": f"{a.size_gib}Gi"}},
+        }
+        if a.storage_class is not None:
+            spec["storageClassName"] = a.storage_class
+        pvc = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-pvc",
+            # WaitForFirstConsumer classes (EBS gp3 on EKS) bind only when a pod
+            # uses the claim, and that pod depends on this claim: don't wait.
+            metadata=self._meta(f"{name}-models", annotations={"pulumi.com/skipAwait": "true"}),
+            spec=spec,
+            opts=self._child(),
+        )
+        self.claim_name = pvc.metadata.name
+
+    def _s3(self) -> pulumi.Output[str] | None:
+        """Bucket, scoped policies, IRSA roles and the Mountpoint volume.
+
+        Returns:
+            The prefetch Job's service account name (None without prefetch).
+        """
+        a, name, prefix = self._args, self._name, self._prefix
+        if a.bucket is None:
+            bucket = aws.s3.Bucket(
+                f"{name}-models",
+                # Owned by this endpoint and holding only a re-downloadable copy of
+                # public weights: let destroy (and the TTL teardown) empty it.
+                force_destroy=True,
+                tags=self._tags,
+                opts=self._child(),
+            )
+            aws.s3.BucketPublicAccessBlock(
+                f"{name}-models",
+                bucket=bucket.id,
+                block_public_acls=True,
+                block_public_policy=True,
+                ignore_public_acls=True,
+                restrict_public_buckets=True,
+                opts=self._child(),
+            )
+            aws.s3.BucketOwnershipControls(
+                f"{name}-models",
+                bucket=bucket.id,
+                rule={"object_ownership": "BucketOwnerEnforced"},
+                opts=self._child(),
+            )
+            aws.s3.BucketServerSideEncryptionConfiguration(
+                f"{name}-models",
+                bucket=bucket.id,
+                rules=[
+                    {
+                        "apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
+                        "bucket_key_enabled": True,
+                    }
+                ],
+                opts=self._child(),
+            )
+            bucket_name: pulumi.Output[str] = bucket.bucket
+        else:
+            bucket_name = pulumi.Output.from_input(a.bucket)
+        self.bucket_name = bucket_name
+
+        read = aws.iam.Policy(
+            f"{name}-s3-read",
+            description=f"Read s3 model prefix {prefix} ({name})",
+            policy=bucket_name.apply(lambda b: json.dumps(s3_read_policy(b, prefix))),
+            tags=self._tags,
+            opts=self._child(),
+        )
+        self.read_policy_arn = read.arn
+
+        volume_attributes: dict[str, pulumi.Input[str]] = {"bucketName": bucket_name}
+        writer_sa: pulumi.Output[str] | None = None
+        if a.oidc_provider_arn is not None and a.oidc_issuer is not None:
+            self.service_account_name = self._irsa_account(f"{name}-models", read)
+            # Pod-level credentials: Mountpoint assumes the serving pod's role.
+            volume_attributes["authenticationSource"] = "pod"
+            if a.prefetch:
+                write = aws.iam.Policy(
+                    f"{name}-s3-write",
+                    description=f"Write s3 model prefix {prefix} ({name} prefetch)",
+                    policy=bucket_name.apply(lambda b: json.dumps(s3_write_policy(b, prefix))),
+                    tags=self._tags,
+                    opts=self._child(),
+                )
+                writer_sa = self._irsa_account(f"{name}-prefetch", write)
+
+        self._static_claim(
+            {
+                "driver": "s3.csi.aws.com",
+                # Unique per cluster: the driver keys mounts on the handle.
+                "volumeHandle": f"s3-{a.namespace}-{name}-models",
+                "volumeAttributes": volume_attributes,
+            },
+            "ReadOnlyMany",
+            # allow-other: the server may run as another user than Mountpoint.
+            ["read-only", "allow-other", f"region {a.region}", f"prefix {prefix}/"],
+        )
+        self.volume = {
+            "name": VOLUME_NAME,
+            "persistentVolumeClaim": {"claimName": self.claim_name, "readOnly": True},
+        }
+        return writer_sa
+
+    def _irsa_account(self, sa_name: str, policy: aws.iam.Policy) -> pulumi.Output[str]:
+        """An IAM role trusted by one service account, and that service account."""
+        a = self._args
+        assert a.oidc_provider_arn is not None and a.oidc_issuer is not None
+        trust = pulumi.Output.all(a.oidc_provider_arn, a.oidc_issuer).apply(
+            lambda v: json.dumps(irsa_trust_policy(v[0], v[1], a.namespace, sa_name))
+        )
+        role = aws.iam.Role(sa_name, assume_role_policy=trust, tags=self._tags, opts=self._child())
+        aws.iam.RolePolicyAttachment(
+            sa_name, role=role.name, policy_arn=policy.arn, opts=self._child()
+        )
+        sa = k8s.core.v1.ServiceAccount(
+            sa_name,
+            metadata=self._meta(sa_name, annotations={"eks.amazonaws.com/role-arn": role.arn}),
+            # IRSA projects its own token; the Kubernetes API token is not needed.
+            automount_service_account_token=False,
+            opts=self._child(),
+        )
+        return sa.metadata.name
+
+    def _prefetch(self, kind: StorageKind, writer_sa: pulumi.Output[str] | None) -> None:
+        a, name = self._args, self._name
+        job_name = f"{name}-prefetch"
+        pod: dict[str, Any] = {
+            "restartPolicy": "OnFailure",
+            "automountServiceAccountToken": False,
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        }
+        if kind is StorageKind.S3:
+            # Download to scratch, then upload; the Mountpoint volume is read-only.
+            scratch = "/scratch/model"
+            env = [
+                *self._download_env(scratch),
+                {"name": "S3_BUCKET", "value": self.bucket_name},
+                {"name": "S3_PREFIX", "value": self._prefix},
+                {"name": "AWS_REGION", "value": a.region},
+            ]
+            pod["containers"] = [
+                self._container(env, [{"name": "scratch", "mountPath": "/scratch"}])
+            ]
+            pod["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+            pod["serviceAccountName"] = writer_sa
+        else:
+            pod["containers"] = [self._downloader()]
+            pod["volumes"] = [self.volume]
+        labels = {**self._labels, "app.kubernetes.io/component": "prefetch"}
+        self.prefetch_job = k8s.batch.v1.Job(
+            job_name,
+            metadata=self._meta(job_name),
+            spec={
+                "backoffLimit": 4,
+                "activeDeadlineSeconds": PREFETCH_DEADLINE_S,
+                # No ttlSecondsAfterFinished: Pulumi would see the Job vanish and
+                # re-run the (idempotent, but slow to start) download on every up.
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+            opts=self._child(
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=PREFETCH_TIMEOUT, update=PREFETCH_TIMEOUT
+                )
+            ),
+        )
+        self.prefetch_job_name = job_name

@@ -1,0 +1,201 @@
+"""Request and response models of the HTTP API (they are its OpenAPI schema).
+
+Responses are built from store records only, which never hold secrets; the
+one secret a request carries (``hf_token``) is a ``SecretStr`` that is written
+to the worker's drop-box and dropped from everything else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from automation.store import Endpoint, EndpointStatus, Operation, OpKind, OpStatus
+from components.catalog import Accelerator
+from components.config import (
+    CustomModel,
+    ExposureSpec,
+    ServingMode,
+    StorageSpec,
+    VllmSpec,
+)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    code: str = Field(description="machine-readable code", examples=["invalid_spec"])
+    message: str = Field(description="one-line summary")
+    details: list[str] = Field(
+        default_factory=list,
+        description="one line per problem, each naming its field (validation errors)",
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx response has this shape."""
+
+    error: ErrorDetail
+
+
+class CreateEndpointRequest(BaseModel):
+    """A new endpoint. Where it runs (cluster, node pool) is the server's choice."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "llama-dev",
+                    "model": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+                    "instance_type": "g5.xlarge",
+                    "ttl": "8h",
+                }
+            ]
+        },
+    )
+
+    name: str = Field(
+        max_length=63, description="DNS-1123 label, at most 40 characters; names the stack"
+    )
+    model: str = Field(max_length=200, description="catalog model id or alias")
+    custom_model: CustomModel | None = None
+    accelerator: Accelerator | None = None
+    instance_type: str | None = Field(
+        default=None, max_length=64, description="EC2 instance type; omit to let the planner choose"
+    )
+    tensor_parallel: int | None = Field(default=None, ge=1, le=64)
+    pipeline_parallel: int | None = Field(default=None, ge=1, le=16)
+    serving: ServingMode | None = None
+    replicas: int | None = Field(default=None, ge=1, le=16)
+    ttl: str | None = Field(
+        default=None, max_length=16, description="time to live, e.g. '30m', '8h', '2d'"
+    )
+    namespace: str | None = Field(default=None, max_length=63)
+    open_webui: bool | None = None
+    storage: StorageSpec | None = None
+    exposure: ExposureSpec | None = None
+    vllm: VllmSpec | None = None
+    labels: dict[str, str] | None = None
+    hf_token: SecretStr | None = Field(
+        default=None,
+        max_length=512,
+        description="Hugging Face token for gated models; stored only as a Pulumi secret",
+    )
+
+
+class ExtendRequest(BaseModel):
+    """A new time to live, counted from now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: str = Field(max_length=16, description="e.g. '4h'; at most the server's max ttl")
+
+
+class OperationOut(BaseModel):
+    """An operation on an endpoint's stack."""
+
+    id: str
+    endpoint: str
+    kind: OpKind
+    status: OpStatus
+    requested_by: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    log_lines: int = 0
+    log_truncated: bool = False
+
+    @classmethod
+    def of(cls, op: Operation) -> OperationOut:
+        return cls(
+            id=op.id,
+            endpoint=op.endpoint,
+            kind=op.kind,
+            status=op.status,
+            requested_by=op.requested_by,
+            created_at=op.created_at,
+            started_at=op.started_at,
+            finished_at=op.finished_at,
+            error=op.error,
+            log_lines=op.log_lines,
+            log_truncated=op.log_truncated,
+        )
+
+
+class EndpointOut(BaseModel):
+    """An endpoint: where it is, what it serves, what it costs, when it goes."""
+
+    name: str
+    owner: str
+    status: EndpointStatus
+    url: str | None = None
+    model: str | None = None
+    instance_type: str | None = None
+    cost_per_hour: float | None = Field(default=None, description="USD per hour, on-demand")
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None = None
+    error: str | None = None
+    spec: dict[str, Any] = Field(description="the validated spec (never holds secrets)")
+    last_operation: OperationOut | None = None
+
+    @classmethod
+    def of(cls, ep: Endpoint, last: Operation | None = None) -> EndpointOut:
+        return cls(
+            name=ep.name,
+            owner=ep.owner,
+            status=ep.status,
+            url=ep.url,
+            model=ep.model,
+            instance_type=ep.instance_type,
+            cost_per_hour=ep.cost_per_hour,
+            created_at=ep.created_at,
+            updated_at=ep.updated_at,
+            expires_at=ep.expires_at,
+            error=ep.error,
+            spec=ep.spec,
+            last_operation=None if last is None else OperationOut.of(last),
+        )
+
+
+class EndpointList(BaseModel):
+    """Endpoints visible to the caller."""
+
+    endpoints: list[EndpointOut]
+
+
+class OperationList(BaseModel):
+    """Operations of one endpoint, oldest first."""
+
+    operations: list[OperationOut]
+
+
+class Links(BaseModel):
+    """Where to follow an accepted operation."""
+
+    operation: str
+    events: str
+    endpoint: str
+
+
+class OperationAccepted(BaseModel):
+    """202: the operation is recorded and queued; follow it with the links."""
+
+    operation: OperationOut
+    replayed: bool = Field(
+        description="true when this answers a repeat (same Idempotency-Key, or a "
+        "destroy already queued)"
+    )
+    links: Links
+
+
+class Health(BaseModel):
+    """Liveness and the state of the parts."""
+
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "error"]
+    dispatcher: Literal["running", "stopped", "disabled"]

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from automation.control_cli import register as register_control_commands
 from components import planner
 from components.catalog import get_instance, get_model
 
@@ -170,6 +171,10 @@ def plan(
             console.print(_why(choice, cands), highlight=False, markup=False)
     if error is not None:
         raise error
+
+
+# serve, create, list, show, destroy, extend, teardown (automation/control_cli.py).
+register_control_commands(app)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -986,13 +986,19 @@ class Store:
             )
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None
-            row = s.get(EndpointRow, name)
-            assert row is not None
-            key = f"teardown:{name}:{row.generation}:{int(now.timestamp())}:{attempt}"
-            op = self._new_op(s, name, OpKind.DESTROY, requested_by, key, None, now)
-            row.last_operation_id = op.id
-            s.flush()
-            return Operation.of(op)
+            return self._queue_teardown(s, name, now, requested_by, attempt)
+
+    def _queue_teardown(
+        self, s: Session, name: str, now: datetime, requested_by: str, attempt: int
+    ) -> Operation:
+        """Record the destroy operation of an endpoint the teardown just claimed."""
+        row = s.get(EndpointRow, name)
+        assert row is not None
+        key = f"teardown:{name}:{row.generation}:{int(now.timestamp())}:{attempt}"
+        op = self._new_op(s, name, OpKind.DESTROY, requested_by, key, None, now)
+        row.last_operation_id = op.id
+        s.flush()
+        return Operation.of(op)
 
     def claim_retry(
         self, name: str, now: datetime, *, requested_by: str = "teardown", attempt: int
@@ -1009,13 +1015,7 @@ class Store:
             )
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None
-            row = s.get(EndpointRow, name)
-            assert row is not None
-            key = f"teardown:{name}:{row.generation}:{int(now.timestamp())}:{attempt}"
-            op = self._new_op(s, name, OpKind.DESTROY, requested_by, key, None, now)
-            row.last_operation_id = op.id
-            s.flush()
-            return Operation.of(op)
+            return self._queue_teardown(s, name, now, requested_by, attempt)
 
     # -- logs --------------------------------------------------------------------
 

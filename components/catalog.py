@@ -12,7 +12,7 @@ marketing figure because of ECC and the driver's reservation.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 GIB = 1024**3
@@ -113,39 +113,33 @@ class ModelArch:
         return dense + self.moe.expert_params * BYTES_PER_ELEMENT[self.moe.expert_dtype]
 
 
+_LLAMA_8B = ModelArch(
+    id="deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+    # Llama-3.1-8B architecture; 8.03e9 parameters (model card).
+    params=8.03e9,
+    layers=32,
+    hidden_size=4096,
+    heads=32,
+    kv_heads=8,
+    head_dim=128,
+    intermediate_size=14336,
+    vocab_size=128256,
+    max_context=131072,
+    dtype=DType.BF16,
+    checkpoint_gib=14.96,
+    source="huggingface.co/deepseek-ai/DeepSeek-R1-Distill-Llama-8B config.json",
+    aliases=("deepseek-r1-llama-8b",),
+)
+
 MODELS: dict[str, ModelArch] = {
     m.id: m
     for m in (
-        ModelArch(
-            id="deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
-            # Llama-3.1-8B architecture; 8.03e9 parameters (model card).
-            params=8.03e9,
-            layers=32,
-            hidden_size=4096,
-            heads=32,
-            kv_heads=8,
-            head_dim=128,
-            intermediate_size=14336,
-            vocab_size=128256,
-            max_context=131072,
-            dtype=DType.BF16,
-            checkpoint_gib=14.96,
-            source="huggingface.co/deepseek-ai/DeepSeek-R1-Distill-Llama-8B config.json",
-            aliases=("deepseek-r1-llama-8b",),
-        ),
-        ModelArch(
+        _LLAMA_8B,
+        replace(
+            _LLAMA_8B,
+            # Llama-3-8B: the same architecture with an 8k context.
             id="NousResearch/Meta-Llama-3-8B-Instruct",
-            params=8.03e9,
-            layers=32,
-            hidden_size=4096,
-            heads=32,
-            kv_heads=8,
-            head_dim=128,
-            intermediate_size=14336,
-            vocab_size=128256,
             max_context=8192,
-            dtype=DType.BF16,
-            checkpoint_gib=14.96,
             source="huggingface.co/NousResearch/Meta-Llama-3-8B-Instruct config.json",
             aliases=("meta-llama/Meta-Llama-3-8B-Instruct", "llama3-8b"),
         ),

@@ -504,7 +504,7 @@ class Store:
     def _new_op(
         self,
         s: Session,
-        endpoint: str,
+        row: EndpointRow,
         kind: OpKind,
         user: str,
         key: str | None,
@@ -514,7 +514,7 @@ class Store:
     ) -> OperationRow:
         op = OperationRow(
             id=op_id or str(uuid.uuid4()),
-            endpoint=endpoint,
+            endpoint=row.name,
             kind=kind.value,
             status=OpStatus.QUEUED.value,
             requested_by=user,
@@ -527,6 +527,9 @@ class Store:
             worker=False,
         )
         s.add(op)
+        # Every new operation is its endpoint's latest, whoever queued it.
+        row.last_operation_id = op.id
+        s.flush()
         return op
 
     def _queue_depth(self, s: Session, endpoint: str) -> int:
@@ -595,10 +598,8 @@ class Store:
                 row.expires_at = expires_at
                 row.lock_op_id = None
                 op = self._new_op(
-                    s, name, OpKind.UP, owner, idempotency_key, request_hash, now, op_id
+                    s, row, OpKind.UP, owner, idempotency_key, request_hash, now, op_id
                 )
-                row.last_operation_id = op.id
-                s.flush()
                 return Operation.of(op), False
         except IntegrityError:
             # A concurrent request won the insert: the same key (replay) or the
@@ -677,11 +678,9 @@ class Store:
                         f"endpoint {name!r} already has {max_queued} operations queued; "
                         "retry when they finish"
                     )
-                op = self._new_op(s, name, kind, user, idempotency_key, request_hash, now)
                 row.status = new_status.value
                 row.updated_at = now
-                row.last_operation_id = op.id
-                s.flush()
+                op = self._new_op(s, row, kind, user, idempotency_key, request_hash, now)
                 return Operation.of(op), False
         except IntegrityError:
             with self._tx() as s:
@@ -995,10 +994,7 @@ class Store:
         row = s.get(EndpointRow, name)
         assert row is not None
         key = f"teardown:{name}:{row.generation}:{int(now.timestamp())}:{attempt}"
-        op = self._new_op(s, name, OpKind.DESTROY, requested_by, key, None, now)
-        row.last_operation_id = op.id
-        s.flush()
-        return Operation.of(op)
+        return Operation.of(self._new_op(s, row, OpKind.DESTROY, requested_by, key, None, now))
 
     def claim_retry(
         self, name: str, now: datetime, *, requested_by: str = "teardown", attempt: int

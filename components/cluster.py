@@ -1166,21 +1166,32 @@ class Cluster(pulumi.ComponentResource):
             tags={"Name": f"{cluster_name}-public"},
             opts=child,
         )
-        public = []
-        for i, cidr in enumerate(public_cidrs):
-            subnet = aws.ec2.Subnet(
-                f"{name}-public-{i}",
-                vpc_id=vpc.id,
-                cidr_block=cidr,
-                availability_zone=zone(i),
-                map_public_ip_on_launch=True,
-                tags={"Name": f"{cluster_name}-public-{i}", "kubernetes.io/role/elb": "1"},
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{i}", subnet_id=subnet.id, route_table_id=public_rt.id, opts=child
-            )
-            public.append(subnet)
+
+        def subnets(
+            tier: str, cidrs: list[str], route_table: aws.ec2.RouteTable, tags: dict[str, str]
+        ) -> list[aws.ec2.Subnet]:
+            """One subnet per zone, each associated with the tier's route table."""
+            out = []
+            for i, cidr in enumerate(cidrs):
+                subnet = aws.ec2.Subnet(
+                    f"{name}-{tier}-{i}",
+                    vpc_id=vpc.id,
+                    cidr_block=cidr,
+                    availability_zone=zone(i),
+                    map_public_ip_on_launch=True if tier == "public" else None,
+                    tags={"Name": f"{cluster_name}-{tier}-{i}", **tags},
+                    opts=child,
+                )
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-{tier}-{i}",
+                    subnet_id=subnet.id,
+                    route_table_id=route_table.id,
+                    opts=child,
+                )
+                out.append(subnet)
+            return out
+
+        public = subnets("public", public_cidrs, public_rt, {"kubernetes.io/role/elb": "1"})
         # One NAT gateway: a per-AZ NAT triples a fixed cost for an outage mode
         # (one AZ down) that a single-AZ GPU placement does not survive anyway.
         eip = aws.ec2.Eip(f"{name}-nat", domain="vpc", opts=child)
@@ -1198,28 +1209,13 @@ class Cluster(pulumi.ComponentResource):
             tags={"Name": f"{cluster_name}-private"},
             opts=child,
         )
-        private = []
-        for i, cidr in enumerate(private_cidrs):
-            subnet = aws.ec2.Subnet(
-                f"{name}-private-{i}",
-                vpc_id=vpc.id,
-                cidr_block=cidr,
-                availability_zone=zone(i),
-                # Only private subnets are discoverable: nodes never get public IPs.
-                tags={
-                    "Name": f"{cluster_name}-private-{i}",
-                    "kubernetes.io/role/internal-elb": "1",
-                    DISCOVERY_TAG: cluster_name,
-                },
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-{i}",
-                subnet_id=subnet.id,
-                route_table_id=private_rt.id,
-                opts=child,
-            )
-            private.append(subnet)
+        # Only private subnets are discoverable: nodes never get public IPs.
+        private = subnets(
+            "private",
+            private_cidrs,
+            private_rt,
+            {"kubernetes.io/role/internal-elb": "1", DISCOVERY_TAG: cluster_name},
+        )
         return vpc.id, [s.id for s in private], [s.id for s in public]
 
     def _node_role(

@@ -373,6 +373,23 @@ _NODEPOOL_SPEC = {
 
 # karpenter.k8s.aws/v1 EC2NodeClass, Karpenter v1.6.3.
 _SELECTOR_TAGS = {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}}
+
+
+def _selector_terms(properties: dict[str, Any]) -> dict[str, Any]:
+    """EC2NodeClass ``*SelectorTerms``: 1-30 terms, each naming at least one field."""
+    return {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 30,
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": properties,
+        },
+    }
+
+
 _EC2NODECLASS_SPEC = {
     "type": "object",
     "additionalProperties": False,
@@ -383,29 +400,21 @@ _EC2NODECLASS_SPEC = {
         "amiFamily": {
             "enum": ["AL2", "AL2023", "Bottlerocket", "Custom", "Windows2019", "Windows2022"]
         },
-        "amiSelectorTerms": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 30,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "minProperties": 1,
-                "properties": {
-                    "alias": {
-                        "type": "string",
-                        "maxLength": 30,
-                        # CEL: family@version with a known family.
-                        "pattern": r"^(al2|al2023|bottlerocket|windows2019|windows2022)@.+$",
-                    },
-                    "id": {"type": "string", "pattern": "ami-[0-9a-z]+"},
-                    "name": _STR,
-                    "owner": _STR,
-                    "ssmParameter": _STR,
-                    "tags": _SELECTOR_TAGS,
+        "amiSelectorTerms": _selector_terms(
+            {
+                "alias": {
+                    "type": "string",
+                    "maxLength": 30,
+                    # CEL: family@version with a known family.
+                    "pattern": r"^(al2|al2023|bottlerocket|windows2019|windows2022)@.+$",
                 },
-            },
-        },
+                "id": {"type": "string", "pattern": "ami-[0-9a-z]+"},
+                "name": _STR,
+                "owner": _STR,
+                "ssmParameter": _STR,
+                "tags": _SELECTOR_TAGS,
+            }
+        ),
         "associatePublicIPAddress": _BOOL,
         "blockDeviceMappings": {
             "type": "array",
@@ -464,35 +473,16 @@ _EC2NODECLASS_SPEC = {
             },
         },
         "role": {"type": "string", "minLength": 1},
-        "securityGroupSelectorTerms": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 30,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "minProperties": 1,
-                "properties": {
-                    "id": {"type": "string", "pattern": "sg-[0-9a-z]+"},
-                    "name": _STR,
-                    "tags": _SELECTOR_TAGS,
-                },
-            },
-        },
-        "subnetSelectorTerms": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 30,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "minProperties": 1,
-                "properties": {
-                    "id": {"type": "string", "pattern": "subnet-[0-9a-z]+"},
-                    "tags": _SELECTOR_TAGS,
-                },
-            },
-        },
+        "securityGroupSelectorTerms": _selector_terms(
+            {
+                "id": {"type": "string", "pattern": "sg-[0-9a-z]+"},
+                "name": _STR,
+                "tags": _SELECTOR_TAGS,
+            }
+        ),
+        "subnetSelectorTerms": _selector_terms(
+            {"id": {"type": "string", "pattern": "subnet-[0-9a-z]+"}, "tags": _SELECTOR_TAGS}
+        ),
         "tags": {"type": "object", "additionalProperties": _STR},
         "userData": _STR,
     },

@@ -14,15 +14,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from automation.local_server import local_server
 from automation.settings import Settings
 from automation.toolchain import REPO_ROOT
 
@@ -39,28 +37,8 @@ STARTUP_TIMEOUT_S = 60
 OPERATION_TIMEOUT_S = 600
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
-
-
-def _wait_healthy(client: httpx.Client, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the API server exited with code {server.returncode}")
-        try:
-            if client.get("/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the API server did not answer /healthz within {STARTUP_TIMEOUT_S}s")
 
 
 def _follow(client: httpx.Client, op_id: str) -> str:
@@ -109,61 +87,49 @@ def run() -> int:
         env=env,
     )
 
-    port = _free_port()
-    _step(f"Starting the API on http://127.0.0.1:{port} (state in {settings.state_dir})")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "automation.cli", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-    )
+    _step(f"Starting the API on 127.0.0.1 (state in {settings.state_dir})")
     headers = {"Authorization": f"Bearer {user_token}"}
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
-        ) as client:
-            _wait_healthy(client, server)
-            existing = client.get(f"/v1/endpoints/{NAME}")
-            if existing.status_code == 200 and existing.json()["status"] != "destroyed":
-                _step(f"Endpoint {NAME!r} already exists; showing it")
-            else:
-                _step(f"POST /v1/endpoints {json.dumps(REQUEST)}")
-                created = client.post("/v1/endpoints", json=REQUEST)
-                print(f"    {created.status_code} {created.text}")
-                if created.status_code != 202:
-                    return 1
-                op_id = created.json()["operation"]["id"]
-                _step(f"Following operation {op_id}")
-                status = _follow(client, op_id)
-                if status != "succeeded":
-                    print(f"error: the create operation ended {status}", file=sys.stderr)
-                    return 1
-            shown = client.get(f"/v1/endpoints/{NAME}").json()
-            _step(f"GET /v1/endpoints/{NAME}")
-            print(
-                json.dumps(
-                    {
-                        k: shown.get(k)
-                        for k in (
-                            "name",
-                            "status",
-                            "url",
-                            "model",
-                            "instance_type",
-                            "cost_per_hour",
-                            "expires_at",
-                        )
-                    },
-                    indent=2,
-                )
-            )
-            if shown.get("status") != "ready":
+    with (
+        local_server(env, startup_timeout_s=STARTUP_TIMEOUT_S) as base,
+        httpx.Client(base_url=base, headers=headers, timeout=30) as client,
+    ):
+        print(f"    listening on {base}")
+        existing = client.get(f"/v1/endpoints/{NAME}")
+        if existing.status_code == 200 and existing.json()["status"] != "destroyed":
+            _step(f"Endpoint {NAME!r} already exists; showing it")
+        else:
+            _step(f"POST /v1/endpoints {json.dumps(REQUEST)}")
+            created = client.post("/v1/endpoints", json=REQUEST)
+            print(f"    {created.status_code} {created.text}")
+            if created.status_code != 202:
                 return 1
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            op_id = created.json()["operation"]["id"]
+            _step(f"Following operation {op_id}")
+            status = _follow(client, op_id)
+            if status != "succeeded":
+                print(f"error: the create operation ended {status}", file=sys.stderr)
+                return 1
+        shown = client.get(f"/v1/endpoints/{NAME}").json()
+        _step(f"GET /v1/endpoints/{NAME}")
+        print(
+            json.dumps(
+                {
+                    k: shown.get(k)
+                    for k in (
+                        "name",
+                        "status",
+                        "url",
+                        "model",
+                        "instance_type",
+                        "cost_per_hour",
+                        "expires_at",
+                    )
+                },
+                indent=2,
+            )
+        )
+        if shown.get("status") != "ready":
+            return 1
 
     rendered = settings.render_base / NAME
     _step(f"Rendered manifests in {rendered}")

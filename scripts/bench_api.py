@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,15 +26,11 @@ from pathlib import Path
 
 import httpx
 
+from automation.local_server import local_server
+
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdef"
 MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _body(name: str, **extra: object) -> dict[str, object]:
@@ -68,7 +61,6 @@ def main() -> int:
     args = ap.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="llm-endpoints-bench-"))
-    port = _free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -80,88 +72,60 @@ def main() -> int:
         "LLM_ENDPOINTS_MAX_QUEUED": "8",
         "LLM_ENDPOINTS_CANCEL_GRACE": "2",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "automation.cli", "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if c.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"server did not start: {server.stderr.read()!r}")  # type: ignore[union-attr]
-                time.sleep(0.1)
+    with (
+        local_server(env, quiet=True) as base,
+        httpx.Client(base_url=base, headers=headers, timeout=30) as c,
+    ):
+        # Fill the pool: 4 real `pulumi up`s held busy by a slow resource.
+        busy = [
+            c.post("/v1/endpoints", json=_body(f"busy-{i}", labels={"slow": "600"})).json()[
+                "operation"
+            ]["id"]
+            for i in range(4)
+        ]
+        deadline = time.monotonic() + 120
+        while sum(c.get(f"/v1/operations/{i}").json()["status"] == "running" for i in busy) < 4:
+            if time.monotonic() > deadline:
+                raise SystemExit("the 4 busy operations never all ran")
+            time.sleep(0.2)
+        time.sleep(3)  # let the 4 engines get going
 
-            # Fill the pool: 4 real `pulumi up`s held busy by a slow resource.
-            busy = [
-                c.post("/v1/endpoints", json=_body(f"busy-{i}", labels={"slow": "600"})).json()[
-                    "operation"
-                ]["id"]
-                for i in range(4)
-            ]
-            deadline = time.monotonic() + 120
-            while sum(c.get(f"/v1/operations/{i}").json()["status"] == "running" for i in busy) < 4:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the 4 busy operations never all ran")
-                time.sleep(0.2)
-            time.sleep(3)  # let the 4 engines get going
-
-            def one(i: int) -> tuple[float, int, str]:
-                t0 = time.perf_counter()
-                r = c.post("/v1/endpoints", json=_body(f"bench-{i}"))
-                took = time.perf_counter() - t0
-                return (
-                    took,
-                    r.status_code,
-                    r.json()["operation"]["id"] if r.status_code == 202 else "",
-                )
-
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                results = list(pool.map(one, range(args.requests)))
-            running = sum(c.get(f"/v1/operations/{i}").json()["status"] == "running" for i in busy)
-            lat = [r[0] * 1000 for r in results]
-            codes = {
-                code: sum(1 for r in results if r[1] == code) for code in {r[1] for r in results}
-            }
-            print(
-                f"POST /v1/endpoints x {args.requests} (concurrency {args.concurrency}) "
-                f"while {running} operations ran (pool 4, real pulumi up each)"
-            )
-            print(f"  status codes: {codes}")
-            print(
-                f"  latency ms: p50 {_pct(lat, 50):.1f}  p90 {_pct(lat, 90):.1f}  "
-                f"p99 {_pct(lat, 99):.1f}  max {max(lat):.1f}  mean {statistics.mean(lat):.1f}"
+        def one(i: int) -> tuple[float, int, str]:
+            t0 = time.perf_counter()
+            r = c.post("/v1/endpoints", json=_body(f"bench-{i}"))
+            took = time.perf_counter() - t0
+            return (
+                took,
+                r.status_code,
+                r.json()["operation"]["id"] if r.status_code == 202 else "",
             )
 
-            for op_id in [r[2] for r in results if r[2]] + busy:  # queued ones first
-                c.post(f"/v1/operations/{op_id}/cancel")
-            deadline = time.monotonic() + 60
-            while (
-                any(
-                    c.get(f"/v1/operations/{i}").json()["status"] in ("queued", "running")
-                    for i in busy
-                )
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.5)
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            results = list(pool.map(one, range(args.requests)))
+        running = sum(c.get(f"/v1/operations/{i}").json()["status"] == "running" for i in busy)
+        lat = [r[0] * 1000 for r in results]
+        codes = {code: sum(1 for r in results if r[1] == code) for code in {r[1] for r in results}}
+        print(
+            f"POST /v1/endpoints x {args.requests} (concurrency {args.concurrency}) "
+            f"while {running} operations ran (pool 4, real pulumi up each)"
+        )
+        print(f"  status codes: {codes}")
+        print(
+            f"  latency ms: p50 {_pct(lat, 50):.1f}  p90 {_pct(lat, 90):.1f}  "
+            f"p99 {_pct(lat, 99):.1f}  max {max(lat):.1f}  mean {statistics.mean(lat):.1f}"
+        )
+
+        for op_id in [r[2] for r in results if r[2]] + busy:  # queued ones first
+            c.post(f"/v1/operations/{op_id}/cancel")
+        deadline = time.monotonic() + 60
+        while (
+            any(
+                c.get(f"/v1/operations/{i}").json()["status"] in ("queued", "running") for i in busy
+            )
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
     return 0
 
 

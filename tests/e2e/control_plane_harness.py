@@ -4,7 +4,6 @@ server, waiting for operations and looking at the local backend."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 import uvicorn
 
 from automation.api.main import create_app
+from automation.local_server import free_port
 from automation.settings import Settings
 from automation.toolchain import run_pulumi
 from tests.e2e.control_plane_support import BUILDER
@@ -54,12 +54,6 @@ def request(name: str, **extra: Any) -> dict[str, Any]:
         "vllm": {"max_model_len": 8192},
         **extra,
     }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

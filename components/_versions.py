@@ -6,14 +6,14 @@ components emit is one of these.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-_TOOLCHAIN = Path(__file__).resolve().parent.parent / "toolchain" / "versions.env"
+from importlib import resources
 
 
-def _toolchain_versions() -> dict[str, str]:
+def _shared_versions() -> dict[str, str]:
+    """``KEY=value`` lines of ``versions.env`` (package data, shared with the shell installers)."""
     out = {}
-    for line in _TOOLCHAIN.read_text().splitlines():
+    text = resources.files("components").joinpath("versions.env").read_text()
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
@@ -21,9 +21,9 @@ def _toolchain_versions() -> dict[str, str]:
     return out
 
 
-TOOLCHAIN = _toolchain_versions()
-PULUMI_VERSION = TOOLCHAIN["PULUMI_VERSION"]
-KUBERNETES_PROVIDER_VERSION = TOOLCHAIN["KUBERNETES_VERSION"]
+SHARED = _shared_versions()
+PULUMI_VERSION = SHARED["PULUMI_VERSION"]
+KUBERNETES_PROVIDER_VERSION = SHARED["KUBERNETES_PROVIDER_VERSION"]
 
 # Serving images.
 VLLM_IMAGE = "vllm/vllm-openai:v0.10.2"  # gpt-oss needs >= 0.10.1
@@ -41,7 +41,7 @@ BOTO3_VERSION = "1.44.5"
 
 # Add-on Helm charts (installed by the dedicated/platform cluster).
 KARPENTER_CHART = "oci://public.ecr.aws/karpenter/karpenter"
-KARPENTER_VERSION = "1.6.3"
+KARPENTER_VERSION = SHARED["KARPENTER_VERSION"]
 NVIDIA_DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
 NVIDIA_DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"
 NVIDIA_DEVICE_PLUGIN_VERSION = "0.17.4"
@@ -51,10 +51,10 @@ AWS_LB_CONTROLLER_CHART = "aws-load-balancer-controller"
 AWS_LB_CONTROLLER_REPO = "https://aws.github.io/eks-charts"
 AWS_LB_CONTROLLER_VERSION = "1.13.4"
 LWS_CHART = "oci://registry.k8s.io/lws/charts/lws"
-LWS_VERSION = "0.7.0"
+LWS_VERSION = SHARED["LWS_VERSION"]
 KUBERAY_CHART = "kuberay-operator"
 KUBERAY_REPO = "https://ray-project.github.io/kuberay-helm/"
-KUBERAY_VERSION = "1.4.2"
+KUBERAY_VERSION = SHARED["KUBERAY_VERSION"]
 DCGM_EXPORTER_CHART = "dcgm-exporter"
 DCGM_EXPORTER_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
 DCGM_EXPORTER_VERSION = "4.4.1"

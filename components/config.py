@@ -8,7 +8,6 @@ are errors, not silently ignored, so a typo never becomes a default.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,28 +19,29 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from components import rules
 from components.catalog import INSTANCES, Accelerator, DType, get_instance, get_model
+from components.rules import (
+    MODEL_ALIAS_RE,
+    NAME_RE,
+    check_model_id,
+    check_name,
+    parse_ttl,
+)
+from components.vllm_flags import MAX_EXTRA_ARGS, check_extra_args
 
-#: DNS-1035 label (Service names must start with a letter), at most 40
-#: characters so that derived names
-#: (``{name}-pool``, stack names, Kubernetes objects) stay within 63.
-NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
-#: A Hugging Face repository id: ``owner/name``, no ``--`` or ``..`` (the Hub
-#: forbids both), nothing that a shell, template or argument parser treats
-#: specially.
-MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-#: A catalog alias such as ``llama3-8b`` (no owner part).
-MODEL_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
-#: One extra vLLM flag: ``--name`` or ``--name=value`` with a plain value.
-VLLM_ARG_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_./:,+-]+)?$")
-TTL_RE = re.compile(r"^(\d+)([mhd])$")
-TTL_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-MIN_TTL = timedelta(minutes=10)
-MAX_TTL = timedelta(days=30)
+__all__ = [
+    "NAME_RE",
+    "Accelerator",
+    "check_model_id",
+    "check_name",
+    "parse_ttl",
+]
 
 
 class ClusterMode(StrEnum):
@@ -160,7 +160,7 @@ class PoolSpec(_Model):
         default_factory=lambda: [CapacityType.ON_DEMAND], min_length=1
     )
     #: Extra instance types Karpenter may choose besides the planned one.
-    instance_types: list[str] = Field(default_factory=list)
+    instance_types: list[str] = Field(default_factory=list, max_length=16)
     max_nodes: int = Field(default=4, ge=1, le=64)
     #: managed: EFA interfaces and a cluster placement group (multi-node).
     efa: bool = False
@@ -190,17 +190,41 @@ class StorageSpec(_Model):
     #: Download the weights once into the volume with a Job before serving.
     prefetch: bool = False
 
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        return None if v is None else rules.check_prefix(v)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str | None) -> str | None:
+        return None if v is None else rules.check_bucket(v)
+
+    @field_validator("storage_class")
+    @classmethod
+    def _storage_class(cls, v: str | None) -> str | None:
+        return None if v is None else rules.check_dns_subdomain(v, "storage.storage_class")
+
+    @field_validator("file_system_id")
+    @classmethod
+    def _file_system(cls, v: str | None) -> str | None:
+        return None if v is None else rules.check_efs_id(v)
+
     @model_validator(mode="after")
     def _kind_fields(self) -> Self:
-        if self.bucket and self.kind is not StorageKind.S3:
-            raise ValueError("storage.bucket applies only to storage.kind 's3'")
-        if self.kind is StorageKind.FSX and not (
-            self.size_gib == 1200 or self.size_gib % 2400 == 0
-        ):
-            raise ValueError(
-                "storage.size_gib: FSx for Lustre SCRATCH_2 comes in 1200 GiB or multiples "
-                f"of 2400 GiB (1200, 2400, 4800, ...), got {self.size_gib}"
-            )
+        only = {
+            "bucket": (StorageKind.S3,),
+            "storage_class": (StorageKind.PVC,),
+            "file_system_id": (StorageKind.EFS,),
+        }
+        for fld, kinds in only.items():
+            if getattr(self, fld) is not None and self.kind not in kinds:
+                raise ValueError(
+                    f"storage.{fld} applies only to storage.kind "
+                    + " or ".join(repr(k.value) for k in kinds)
+                )
+        if self.kind is StorageKind.FSX:
+            rules.check_fsx_size(self.size_gib)
         if self.prefetch and self.kind is StorageKind.NONE:
             raise ValueError(
                 "storage.prefetch needs a volume: set storage.kind to fsx, s3, efs or pvc"
@@ -213,35 +237,17 @@ class ExposureSpec(_Model):
 
     kind: ExposureKind = ExposureKind.CLUSTER
     #: Source CIDRs allowed through an ALB (required for public-alb).
-    cidrs: list[str] = Field(default_factory=list)
+    cidrs: list[str] = Field(
+        default_factory=list, max_length=rules.MAX_CIDRS, validate_default=True
+    )
 
     @field_validator("cidrs")
     @classmethod
-    def _cidrs(cls, v: list[str]) -> list[str]:
-        out = []
-        for cidr in v:
-            try:
-                out.append(str(ipaddress.ip_network(cidr, strict=True)))
-            except ValueError as e:
-                raise ValueError(f"exposure.cidrs: {cidr!r} is not a network CIDR ({e})") from None
-        return out
-
-    @model_validator(mode="after")
-    def _public_needs_cidrs(self) -> Self:
-        if self.kind is ExposureKind.PUBLIC_ALB:
-            if not self.cidrs:
-                raise ValueError(
-                    "exposure.cidrs: a public-alb needs the source CIDRs allowed in, "
-                    "e.g. ['203.0.113.0/24']; use internal-alb for VPC-only access"
-                )
-            if any(ipaddress.ip_network(c).prefixlen == 0 for c in self.cidrs):
-                raise ValueError(
-                    "exposure.cidrs: 0.0.0.0/0 or ::/0 would open an unauthenticated model "
-                    "server to the internet; list the client networks instead"
-                )
-        if self.kind is ExposureKind.CLUSTER and self.cidrs:
-            raise ValueError("exposure.cidrs applies only to ALB exposure")
-        return self
+    def _cidrs(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        kind = info.data.get("kind")
+        if kind is None:  # the kind itself was invalid; that error is reported
+            return v
+        return rules.check_exposure_cidrs(ExposureKind(kind).value, v)
 
 
 class VllmSpec(_Model):
@@ -251,68 +257,12 @@ class VllmSpec(_Model):
     gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
     max_num_seqs: int | None = Field(default=None, gt=0, le=4096)
     #: Extra flags passed through, e.g. ``--enable-prefix-caching``.
-    extra_args: list[str] = Field(default_factory=list, max_length=32)
+    extra_args: list[str] = Field(default_factory=list, max_length=MAX_EXTRA_ARGS)
 
     @field_validator("extra_args")
     @classmethod
     def _args(cls, v: list[str]) -> list[str]:
-        managed = {
-            "--model",
-            "--tensor-parallel-size",
-            "--pipeline-parallel-size",
-            "--max-model-len",
-            "--gpu-memory-utilization",
-            "--max-num-seqs",
-            "--host",
-            "--port",
-        }
-        for arg in v:
-            if not VLLM_ARG_RE.fullmatch(arg):
-                raise ValueError(
-                    f"vllm.extra_args: {arg!r} is not a plain flag of the form --name or "
-                    "--name=value (letters, digits and _./:,+- only)"
-                )
-            if arg.split("=", 1)[0] in managed:
-                raise ValueError(
-                    f"vllm.extra_args: {arg.split('=', 1)[0]} is set by its own field "
-                    "(vllm.max_model_len, tensor_parallel, ...), not through extra_args"
-                )
-        return v
-
-
-def check_name(v: str) -> str:
-    """Validate an endpoint name (DNS-1123 label, at most 40 characters)."""
-    if not NAME_RE.fullmatch(v):
-        raise ValueError(
-            f"name: {v!r} is not a DNS-1123 label of at most 40 characters "
-            "(lowercase letters, digits and '-', starting and ending with a letter or digit)"
-        )
-    return v
-
-
-def check_model_id(v: str) -> str:
-    """Validate a Hugging Face model id without requiring it to be in the catalog."""
-    if not MODEL_ID_RE.fullmatch(v) or "--" in v or ".." in v:
-        raise ValueError(
-            f"model: {v!r} is not a Hugging Face model id of the form owner/name "
-            "(letters, digits, '_', '.', '-'; no '--' or '..')"
-        )
-    return v
-
-
-def parse_ttl(v: str | int | timedelta) -> timedelta:
-    """Parse a time-to-live: ``30m``, ``8h``, ``2d`` or seconds, within bounds."""
-    if isinstance(v, timedelta):
-        ttl = v
-    elif isinstance(v, int) and not isinstance(v, bool):
-        ttl = timedelta(seconds=v)
-    elif isinstance(v, str) and (m := TTL_RE.match(v.strip())):
-        ttl = timedelta(**{TTL_UNITS[m.group(2)]: int(m.group(1))})
-    else:
-        raise ValueError(f"ttl: {v!r} is not a duration like '30m', '8h' or '2d'")
-    if not MIN_TTL <= ttl <= MAX_TTL:
-        raise ValueError(f"ttl: {v!r} is outside the allowed range 10m to 30d")
-    return ttl
+        return check_extra_args(v)
 
 
 class EndpointSpec(_Model):
@@ -355,9 +305,10 @@ class EndpointSpec(_Model):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     exposure: ExposureSpec = Field(default_factory=ExposureSpec)
     vllm: VllmSpec = Field(default_factory=VllmSpec)
-    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = (
-        Field(default_factory=dict, max_length=16)
-    )
+    labels: dict[
+        Annotated[str, Field(max_length=rules.DNS1123_SUBDOMAIN_MAX_LEN + 64)],
+        Annotated[str, Field(max_length=rules.LABEL_VALUE_MAX_LEN)],
+    ] = Field(default_factory=dict, max_length=rules.MAX_LABELS)
 
     @field_validator("name")
     @classmethod
@@ -367,9 +318,12 @@ class EndpointSpec(_Model):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str | None) -> str | None:
-        if v is not None and not NAME_RE.fullmatch(v):
-            raise ValueError(f"namespace: {v!r} is not a DNS-1123 label")
-        return v
+        return None if v is None else rules.check_dns_label(v, "namespace")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return rules.check_user_labels(v)
 
     @field_validator("instance_type")
     @classmethod

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,10 +30,27 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from components import _versions
-from components.accelerator_pool import ACCELERATOR_LABEL, TAINT_KEYS
-from components.catalog import Accelerator
+from components import addons as addon_components
+from components.addons import ADDON_SERVICE_ACCOUNTS, ADDONS, Addons, ClusterContext
+from components.addons.base import ADDON_NAMESPACE, SYSTEM_LABEL
 from components.config import ClusterMode, ClusterSpec, PlatformSpec
+from components.iam import IamMode, ServiceAccount, WorkloadIdentity, ec2_trust_policy
+from components.network import DISCOVERY_TAG, build_network, check_vpc_cidr
+from components.rules import NAME_MAX_LEN
+
+__all__ = [
+    "ADDONS",
+    "ADDON_NAMESPACE",
+    "ADDON_SERVICE_ACCOUNTS",
+    "DISCOVERY_TAG",
+    "SYSTEM_LABEL",
+    "Addons",
+    "Cluster",
+    "ClusterArgs",
+    "IamMode",
+    "ServiceAccount",
+    "export_platform_outputs",
+]
 
 # -- platform stack outputs ----------------------------------------------------
 # A shared-mode Cluster reads exactly these outputs of the platform stack, and
@@ -65,12 +80,6 @@ PLATFORM_OUTPUTS: tuple[str, ...] = (
     OUT_AUTO_MODE,
 )
 
-#: Subnet tag Karpenter's EC2NodeClass selects subnets and security groups by.
-DISCOVERY_TAG = "karpenter.sh/discovery"
-#: Node label of the system node group (add-on controllers run there).
-SYSTEM_LABEL = "llm-endpoints/role"
-ADDON_NAMESPACE = "kube-system"
-
 #: AWS managed policies every EC2 node role needs (EKS node IAM role guide).
 NODE_POLICIES: tuple[str, ...] = (
     "AmazonEKSWorkerNodePolicy",
@@ -80,110 +89,6 @@ NODE_POLICIES: tuple[str, ...] = (
     "AmazonSSMManagedInstanceCore",
 )
 ADMIN_POLICY_ARN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
-
-
-class IamMode(StrEnum):
-    """How add-on controllers get AWS credentials.
-
-    ``irsa`` (the default) trusts the cluster's OIDC provider for one service
-    account; every add-on supports it. ``pod-identity`` uses EKS Pod Identity
-    associations (and installs the agent unless Auto Mode ships it); each
-    role's trust policy still pins the namespace and service account through
-    the session tags Pod Identity sets.
-    """
-
-    IRSA = "irsa"
-    POD_IDENTITY = "pod-identity"
-
-
-@dataclass(frozen=True)
-class ServiceAccount:
-    """A Kubernetes service account an IAM role is scoped to."""
-
-    namespace: str
-    name: str
-
-
-#: The service account of each add-on that calls AWS APIs.
-ADDON_SERVICE_ACCOUNTS: dict[str, ServiceAccount] = {
-    "karpenter": ServiceAccount(ADDON_NAMESPACE, "karpenter"),
-    "load-balancer-controller": ServiceAccount(ADDON_NAMESPACE, "aws-load-balancer-controller"),
-    "aws-fsx-csi-driver": ServiceAccount(ADDON_NAMESPACE, "fsx-csi-controller-sa"),
-    "aws-mountpoint-s3-csi-driver": ServiceAccount(ADDON_NAMESPACE, "s3-csi-driver-sa"),
-    "aws-efs-csi-driver": ServiceAccount(ADDON_NAMESPACE, "efs-csi-controller-sa"),
-}
-
-#: Managed policies of the CSI drivers (each add-on's EKS user-guide page).
-CSI_POLICIES: dict[str, tuple[str, ...]] = {
-    "aws-fsx-csi-driver": ("arn:aws:iam::aws:policy/AmazonFSxFullAccess",),
-    "aws-efs-csi-driver": ("arn:aws:iam::aws:policy/service-role/AmazonEFSCSIDriverPolicy",),
-    # Mountpoint has no managed policy: bucket access is granted per bucket
-    # (Addons.s3_bucket_arns) or per pod (ModelStorage, authenticationSource: pod).
-    "aws-mountpoint-s3-csi-driver": (),
-}
-
-#: EventBridge patterns Karpenter's interruption handling consumes
-#: (karpenter.sh getting-started CloudFormation template).
-INTERRUPTION_EVENTS: dict[str, dict[str, Any]] = {
-    "health": {"source": ["aws.health"], "detail-type": ["AWS Health Event"]},
-    "spot": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
-    "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
-    "state": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]},
-}
-
-
-@dataclass(frozen=True)
-class Addons:
-    """Cluster add-ons (dedicated mode; a shared cluster's platform stack owns them).
-
-    ``None`` means "what the cluster needs": Karpenter, the NVIDIA device
-    plugin and the AWS Load Balancer Controller are installed unless the
-    cluster runs EKS Auto Mode, which brings its own node provisioning, device
-    plugins and load balancing.
-
-    Attributes:
-        karpenter: Karpenter (controller role, interruption queue, rules).
-        nvidia_device_plugin: NVIDIA device plugin DaemonSet.
-        neuron: Neuron device plugin and scheduler extension.
-        load_balancer_controller: AWS Load Balancer Controller (ALB Ingress).
-        fsx_csi: FSx for Lustre CSI driver (EKS add-on).
-        mountpoint_s3_csi: Mountpoint for S3 CSI driver (EKS add-on).
-        efs_csi: EFS CSI driver (EKS add-on).
-        leader_worker_set: LeaderWorkerSet controller (multi-node serving).
-        kuberay: KubeRay operator (RayService).
-        dcgm_exporter: NVIDIA DCGM exporter, annotated for Prometheus scraping.
-        s3_bucket_arns: Buckets the Mountpoint driver's own role may read.
-    """
-
-    karpenter: bool | None = None
-    nvidia_device_plugin: bool | None = None
-    neuron: bool = False
-    load_balancer_controller: bool | None = None
-    fsx_csi: bool = False
-    mountpoint_s3_csi: bool = False
-    efs_csi: bool = False
-    leader_worker_set: bool = False
-    kuberay: bool = False
-    dcgm_exporter: bool = False
-    s3_bucket_arns: tuple[str, ...] = ()
-
-    def resolved(self, auto_mode: bool) -> Addons:
-        """Fill the ``None`` flags for a cluster with or without Auto Mode."""
-        default = not auto_mode
-        return replace(
-            self,
-            karpenter=default if self.karpenter is None else self.karpenter,
-            nvidia_device_plugin=(
-                default if self.nvidia_device_plugin is None else self.nvidia_device_plugin
-            ),
-            load_balancer_controller=(
-                default if self.load_balancer_controller is None else self.load_balancer_controller
-            ),
-        )
-
-
-#: The add-on switches a platform stack config may set (``addons: {name: bool}``).
-ADDONS: tuple[str, ...] = tuple(f.name for f in fields(Addons) if f.name != "s3_bucket_arns")
 
 
 @dataclass(frozen=True)
@@ -317,22 +222,17 @@ def _validate_dedicated(name: str, args: ClusterArgs) -> None:
     cluster_name = args.cluster_name or name
     # EKS allows 100 characters, but derived IAM and SQS names must stay short.
     if (
-        not (1 <= len(cluster_name) <= 40)
+        not (1 <= len(cluster_name) <= NAME_MAX_LEN)
         or not cluster_name[0].isalnum()
         or not all(c.isalnum() or c == "-" for c in cluster_name)
     ):
         raise ValueError(
-            f"cluster_name: {cluster_name!r} must be 1-40 letters, digits or '-', "
+            f"cluster_name: {cluster_name!r} must be 1-{NAME_MAX_LEN} letters, digits or '-', "
             "starting with a letter or digit"
         )
     if not 2 <= args.availability_zones <= 3:
         raise ValueError(f"availability_zones: must be 2 or 3, got {args.availability_zones}")
-    try:
-        net = ipaddress.ip_network(args.vpc_cidr, strict=True)
-    except ValueError as e:
-        raise ValueError(f"vpc_cidr: {args.vpc_cidr!r} is not a network CIDR ({e})") from None
-    if net.version != 4 or not 16 <= net.prefixlen <= 20:
-        raise ValueError(f"vpc_cidr: must be an IPv4 /16 to /20, got {args.vpc_cidr}")
+    check_vpc_cidr(args.vpc_cidr)
     if not args.auto_mode and args.system_nodes < 1:
         raise ValueError("system_nodes: add-on controllers need at least one system node")
     if not isinstance(args.iam_mode, IamMode):
@@ -345,524 +245,12 @@ def _validate_dedicated(name: str, args: ClusterArgs) -> None:
     for arn in args.admin_role_arns:
         if not arn.startswith("arn:aws") or ":iam::" not in arn:
             raise ValueError(f"admin_role_arns: {arn!r} is not an IAM principal ARN")
-    addons = args.addons or Addons()
-    if args.auto_mode and addons.karpenter:
-        raise ValueError(
-            "addons.karpenter: an Auto Mode cluster provisions nodes itself; leave it unset"
-        )
-    for arn in addons.s3_bucket_arns:
-        if not arn.startswith("arn:aws:s3:::") or "/" in arn:
-            raise ValueError(f"addons.s3_bucket_arns: {arn!r} is not a bucket ARN")
-    if addons.s3_bucket_arns and not addons.mountpoint_s3_csi:
-        raise ValueError("addons.s3_bucket_arns: applies only with addons.mountpoint_s3_csi")
-
-
-def _subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
-    """Split the VPC: large private subnets (pods take VPC IPs), small public ones."""
-    net = ipaddress.IPv4Network(cidr)
-    eighths = list(net.subnets(prefixlen_diff=3))
-    private = [str(s) for s in eighths[:zones]]
-    public = [str(s) for s in list(eighths[zones].subnets(prefixlen_diff=2))[:zones]]
-    return private, public
-
-
-def irsa_trust_policy(oidc_provider_arn: str, issuer: str, sa: ServiceAccount) -> str:
-    """Trust policy letting exactly one service account assume a role (IRSA).
-
-    Args:
-        oidc_provider_arn: The cluster's IAM OIDC provider.
-        issuer: The issuer without ``https://``.
-        sa: The service account.
-    """
-    issuer = issuer.removeprefix("https://")
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Federated": oidc_provider_arn},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {
-                        "StringEquals": {
-                            f"{issuer}:sub": f"system:serviceaccount:{sa.namespace}:{sa.name}",
-                            f"{issuer}:aud": "sts.amazonaws.com",
-                        }
-                    },
-                }
-            ],
-        }
-    )
-
-
-def pod_identity_trust_policy(cluster_name: str, sa: ServiceAccount) -> str:
-    """Trust policy for EKS Pod Identity, pinned to one cluster, namespace and SA.
-
-    The association already binds the role to one service account; the session
-    tags Pod Identity sets make the trust policy say so too, so a stray
-    association elsewhere cannot use the role.
-    """
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "pods.eks.amazonaws.com"},
-                    "Action": ["sts:AssumeRole", "sts:TagSession"],
-                    "Condition": {
-                        "StringEquals": {
-                            "aws:RequestTag/eks-cluster-name": cluster_name,
-                            "aws:RequestTag/kubernetes-namespace": sa.namespace,
-                            "aws:RequestTag/kubernetes-service-account": sa.name,
-                        }
-                    },
-                }
-            ],
-        }
-    )
-
-
-def _ec2_trust_policy() -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "ec2.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-    )
-
-
-def karpenter_controller_policy(
-    partition: str,
-    region: str,
-    account: str,
-    cluster: str,
-    queue_arn: str,
-    node_role_arn: str,
-) -> dict[str, Any]:
-    """Karpenter v1 controller policy, scoped to this cluster's tags.
-
-    Condensed from the karpenter.sh v1 getting-started CloudFormation template.
-    """
-    p, r = partition, region
-    owned_req = {f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned"}
-    owned_res = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster}": "owned"}
-    named_req = {"aws:RequestTag/eks:eks-cluster-name": cluster}
-    region_req = {"aws:RequestTag/topology.kubernetes.io/region": r}
-    region_res = {"aws:ResourceTag/topology.kubernetes.io/region": r}
-    created = [
-        f"arn:{p}:ec2:{r}:*:{kind}/*"
-        for kind in (
-            "fleet",
-            "instance",
-            "volume",
-            "network-interface",
-            "launch-template",
-            "spot-instances-request",
-        )
-    ]
-    profile = f"arn:{p}:iam::{account}:instance-profile/*"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "AllowScopedEC2InstanceAccessActions",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": [
-                    f"arn:{p}:ec2:{r}::image/*",
-                    f"arn:{p}:ec2:{r}::snapshot/*",
-                    f"arn:{p}:ec2:{r}:*:security-group/*",
-                    f"arn:{p}:ec2:{r}:*:subnet/*",
-                    f"arn:{p}:ec2:{r}:*:capacity-reservation/*",
-                ],
-            },
-            {
-                "Sid": "AllowScopedEC2LaunchTemplateAccessActions",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": f"arn:{p}:ec2:{r}:*:launch-template/*",
-                "Condition": {
-                    "StringEquals": owned_res,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedEC2InstanceActionsWithTags",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
-                "Resource": created,
-                "Condition": {
-                    "StringEquals": {**owned_req, **named_req},
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedResourceCreationTagging",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": created,
-                "Condition": {
-                    "StringEquals": {
-                        **owned_req,
-                        **named_req,
-                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
-                    },
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedResourceTagging",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": f"arn:{p}:ec2:{r}:*:instance/*",
-                "Condition": {
-                    "StringEquals": owned_res,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                    "StringEqualsIfExists": named_req,
-                    "ForAllValues:StringEquals": {
-                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
-                    },
-                },
-            },
-            {
-                "Sid": "AllowScopedDeletion",
-                "Effect": "Allow",
-                "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                "Resource": [
-                    f"arn:{p}:ec2:{r}:*:instance/*",
-                    f"arn:{p}:ec2:{r}:*:launch-template/*",
-                ],
-                "Condition": {
-                    "StringEquals": owned_res,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowRegionalReadActions",
-                "Effect": "Allow",
-                "Action": [
-                    "ec2:DescribeCapacityReservations",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeInstances",
-                    "ec2:DescribeInstanceTypeOfferings",
-                    "ec2:DescribeInstanceTypes",
-                    "ec2:DescribeLaunchTemplates",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeSpotPriceHistory",
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeAvailabilityZones",
-                ],
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:RequestedRegion": r}},
-            },
-            {
-                "Sid": "AllowSSMReadActions",
-                "Effect": "Allow",
-                "Action": "ssm:GetParameter",
-                "Resource": f"arn:{p}:ssm:{r}::parameter/aws/service/*",
-            },
-            {
-                "Sid": "AllowPricingReadActions",
-                "Effect": "Allow",
-                "Action": "pricing:GetProducts",
-                "Resource": "*",
-            },
-            {
-                "Sid": "AllowInterruptionQueueActions",
-                "Effect": "Allow",
-                "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-                "Resource": queue_arn,
-            },
-            {
-                "Sid": "AllowPassingInstanceRole",
-                "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": node_role_arn,
-                "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com"]}},
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileCreationActions",
-                "Effect": "Allow",
-                "Action": "iam:CreateInstanceProfile",
-                "Resource": profile,
-                "Condition": {
-                    "StringEquals": {**owned_req, **named_req, **region_req},
-                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileTagActions",
-                "Effect": "Allow",
-                "Action": "iam:TagInstanceProfile",
-                "Resource": profile,
-                "Condition": {
-                    "StringEquals": {
-                        **owned_res,
-                        **region_res,
-                        **owned_req,
-                        **named_req,
-                        **region_req,
-                    },
-                    "StringLike": {
-                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                    },
-                },
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileActions",
-                "Effect": "Allow",
-                "Action": [
-                    "iam:AddRoleToInstanceProfile",
-                    "iam:RemoveRoleFromInstanceProfile",
-                    "iam:DeleteInstanceProfile",
-                ],
-                "Resource": profile,
-                "Condition": {
-                    "StringEquals": {**owned_res, **region_res},
-                    "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "AllowInstanceProfileReadActions",
-                "Effect": "Allow",
-                "Action": "iam:GetInstanceProfile",
-                "Resource": profile,
-            },
-            {
-                "Sid": "AllowAPIServerEndpointDiscovery",
-                "Effect": "Allow",
-                "Action": "eks:DescribeCluster",
-                "Resource": f"arn:{p}:eks:{r}:{account}:cluster/{cluster}",
-            },
-        ],
-    }
-
-
-def _lbc_policy() -> dict[str, Any]:
-    """AWS Load Balancer Controller policy (its docs/install/iam_policy.json, v2.13).
-
-    Mutations are limited to load balancers, target groups and security groups
-    tagged ``elbv2.k8s.aws/cluster``, i.e. those the controller created.
-    """
-    tagged_req = {"Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"}}
-    tagged_res = {"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}}
-    untouched = {
-        "Null": {
-            "aws:RequestTag/elbv2.k8s.aws/cluster": "true",
-            "aws:ResourceTag/elbv2.k8s.aws/cluster": "false",
-        }
-    }
-    elb = "arn:aws:elasticloadbalancing:*:*"
-    lbs = [f"{elb}:targetgroup/*/*", f"{elb}:loadbalancer/net/*/*", f"{elb}:loadbalancer/app/*/*"]
-    sg = "arn:aws:ec2:*:*:security-group/*"
-
-    def allow(actions: list[str], resource: Any = "*", **cond: Any) -> dict[str, Any]:
-        st: dict[str, Any] = {"Effect": "Allow", "Action": actions, "Resource": resource}
-        if cond:
-            st["Condition"] = cond["condition"]
-        return st
-
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            allow(
-                ["iam:CreateServiceLinkedRole"],
-                condition={
-                    "StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}
-                },
-            ),
-            allow(
-                [
-                    "ec2:DescribeAccountAttributes",
-                    "ec2:DescribeAddresses",
-                    "ec2:DescribeAvailabilityZones",
-                    "ec2:DescribeInternetGateways",
-                    "ec2:DescribeVpcs",
-                    "ec2:DescribeVpcPeeringConnections",
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeInstances",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DescribeTags",
-                    "ec2:GetCoipPoolUsage",
-                    "ec2:DescribeCoipPools",
-                    "ec2:GetSecurityGroupsForVpc",
-                    "ec2:DescribeIpamPools",
-                    "ec2:DescribeRouteTables",
-                    "elasticloadbalancing:Describe*",
-                ]
-            ),
-            allow(
-                [
-                    "cognito-idp:DescribeUserPoolClient",
-                    "acm:ListCertificates",
-                    "acm:DescribeCertificate",
-                    "iam:ListServerCertificates",
-                    "iam:GetServerCertificate",
-                    "waf-regional:GetWebACL",
-                    "waf-regional:GetWebACLForResource",
-                    "waf-regional:AssociateWebACL",
-                    "waf-regional:DisassociateWebACL",
-                    "wafv2:GetWebACL",
-                    "wafv2:GetWebACLForResource",
-                    "wafv2:AssociateWebACL",
-                    "wafv2:DisassociateWebACL",
-                    "shield:GetSubscriptionState",
-                    "shield:DescribeProtection",
-                    "shield:CreateProtection",
-                    "shield:DeleteProtection",
-                ]
-            ),
-            allow(["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"]),
-            allow(["ec2:CreateSecurityGroup"]),
-            allow(
-                ["ec2:CreateTags"],
-                sg,
-                condition={
-                    "StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"},
-                    **tagged_req,
-                },
-            ),
-            allow(["ec2:CreateTags", "ec2:DeleteTags"], sg, condition=untouched),
-            allow(
-                [
-                    "ec2:AuthorizeSecurityGroupIngress",
-                    "ec2:RevokeSecurityGroupIngress",
-                    "ec2:DeleteSecurityGroup",
-                ],
-                condition=tagged_res,
-            ),
-            allow(
-                [
-                    "elasticloadbalancing:CreateLoadBalancer",
-                    "elasticloadbalancing:CreateTargetGroup",
-                ],
-                condition=tagged_req,
-            ),
-            allow(
-                [
-                    "elasticloadbalancing:CreateListener",
-                    "elasticloadbalancing:DeleteListener",
-                    "elasticloadbalancing:CreateRule",
-                    "elasticloadbalancing:DeleteRule",
-                ]
-            ),
-            allow(
-                ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
-                lbs,
-                condition=untouched,
-            ),
-            allow(
-                ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
-                [
-                    f"{elb}:listener/net/*/*/*",
-                    f"{elb}:listener/app/*/*/*",
-                    f"{elb}:listener-rule/net/*/*/*",
-                    f"{elb}:listener-rule/app/*/*/*",
-                ],
-            ),
-            allow(
-                [
-                    "elasticloadbalancing:ModifyLoadBalancerAttributes",
-                    "elasticloadbalancing:SetIpAddressType",
-                    "elasticloadbalancing:SetSecurityGroups",
-                    "elasticloadbalancing:SetSubnets",
-                    "elasticloadbalancing:DeleteLoadBalancer",
-                    "elasticloadbalancing:ModifyTargetGroup",
-                    "elasticloadbalancing:ModifyTargetGroupAttributes",
-                    "elasticloadbalancing:DeleteTargetGroup",
-                    "elasticloadbalancing:ModifyListenerAttributes",
-                    "elasticloadbalancing:ModifyCapacityReservation",
-                    "elasticloadbalancing:ModifyIpPools",
-                ],
-                condition=tagged_res,
-            ),
-            allow(
-                ["elasticloadbalancing:AddTags"],
-                lbs,
-                condition={
-                    "StringEquals": {
-                        "elasticloadbalancing:CreateAction": [
-                            "CreateTargetGroup",
-                            "CreateLoadBalancer",
-                        ]
-                    },
-                    **tagged_req,
-                },
-            ),
-            allow(
-                ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
-                f"{elb}:targetgroup/*/*",
-            ),
-            allow(
-                [
-                    "elasticloadbalancing:SetWebAcl",
-                    "elasticloadbalancing:ModifyListener",
-                    "elasticloadbalancing:AddListenerCertificates",
-                    "elasticloadbalancing:RemoveListenerCertificates",
-                    "elasticloadbalancing:ModifyRule",
-                    "elasticloadbalancing:SetRulePriorities",
-                ]
-            ),
-        ],
-    }
-
-
-def _s3_read_policy(bucket_arns: Sequence[str]) -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": list(bucket_arns)},
-                {
-                    "Effect": "Allow",
-                    "Action": "s3:GetObject",
-                    "Resource": [f"{arn}/*" for arn in bucket_arns],
-                },
-            ],
-        }
-    )
+    (args.addons or Addons()).check(args.auto_mode)
 
 
 def _kubeconfig_text(kubeconfig: Any) -> str:
     """pulumi_eks exports a JSON string; accept an object too."""
     return kubeconfig if isinstance(kubeconfig, str) else json.dumps(kubeconfig)
-
-
-def _accelerator_affinity(accelerator: Accelerator) -> dict[str, Any]:
-    """Run a DaemonSet only on the pools' nodes of one accelerator family."""
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": ACCELERATOR_LABEL,
-                                "operator": "In",
-                                "values": [accelerator.value],
-                            }
-                        ]
-                    }
-                ]
-            }
-        }
-    }
-
-
-def _accelerator_tolerations(accelerator: Accelerator) -> list[dict[str, str]]:
-    return [
-        {"key": TAINT_KEYS[accelerator], "operator": "Exists", "effect": "NoSchedule"},
-        {"key": "CriticalAddonsOnly", "operator": "Exists"},
-    ]
 
 
 class Cluster(pulumi.ComponentResource):
@@ -929,6 +317,8 @@ class Cluster(pulumi.ComponentResource):
         self.render_only = args.mode is ClusterMode.EXISTING and bool(args.render_dir)
         self.addons = None
         self.addon_resources = []
+        self.installed_addons: list[addon_components.Addon] = []
+        self._system: list[pulumi.Resource] = []
         self.cluster_name = self.kubeconfig = None
         self.oidc_provider_arn = self.oidc_issuer = None
         self.node_role_name = self.node_role_arn = self.managed_node_role_arn = None
@@ -1038,7 +428,14 @@ class Cluster(pulumi.ComponentResource):
         self.addons = addons
         child = pulumi.ResourceOptions(parent=self)
 
-        vpc_id, private_ids, public_ids = self._network(name, cluster_name, args)
+        network = build_network(
+            name, cluster_name, args.vpc_cidr, args.availability_zones, parent=self
+        )
+        vpc_id, private_ids, public_ids = (
+            network.vpc_id,
+            network.private_subnet_ids,
+            network.public_subnet_ids,
+        )
         self.vpc_id = vpc_id
         self.private_subnet_ids = pulumi.Output.all(*private_ids)
 
@@ -1123,100 +520,42 @@ class Cluster(pulumi.ComponentResource):
             system.append(
                 self._system_node_group(name, args, managed_role, managed_policies, private_ids)
             )
-        self._install_addons(name, cluster_name, args, addons, karpenter_role, system)
+        self._system = system
+        self.installed_addons = addon_components.install(
+            self.addon_context(),
+            addons,
+            karpenter_node_role=karpenter_role,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.addon_resources = [r for a in self.installed_addons for r in a.installed]
 
-    def _network(
-        self, name: str, cluster_name: str, args: ClusterArgs
-    ) -> tuple[pulumi.Output[str], list[pulumi.Output[str]], list[pulumi.Output[str]]]:
-        child = pulumi.ResourceOptions(parent=self)
-        zones = aws.get_availability_zones_output(
-            state="available",
-            # Local and Wavelength zones lack most instance types.
-            filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
-            opts=pulumi.InvokeOutputOptions(parent=self),
-        )
-        n = args.availability_zones
+    def addon_context(self) -> ClusterContext:
+        """What add-ons need from this cluster (``Addon.from_cluster``).
 
-        def zone(i: int) -> pulumi.Output[str]:
-            def pick(names: list[str]) -> str:
-                if len(names) < n:
-                    raise ValueError(
-                        f"availability_zones: {n} requested, the region has {len(names)}"
-                    )
-                return names[i]
-
-            return zones.names.apply(pick)
-
-        private_cidrs, public_cidrs = _subnet_cidrs(args.vpc_cidr, n)
-        vpc = aws.ec2.Vpc(
-            f"{name}-vpc",
-            cidr_block=args.vpc_cidr,
-            enable_dns_hostnames=True,
-            enable_dns_support=True,
-            tags={"Name": f"{cluster_name}-vpc"},
-            opts=child,
+        Raises:
+            ValueError: for a render-only cluster (no API server to install on) or
+                one whose name is unknown (an existing cluster).
+        """
+        if self.render_only or self.cluster_name is None:
+            raise ValueError(
+                "cluster: add-ons need a dedicated or shared cluster (its name and identity "
+                "provider); an existing or render-only cluster's owner installs them"
+            )
+        return ClusterContext(
+            prefix=self._name,
+            cluster_name=self.cluster_name,
+            k8s_provider=self.k8s_provider,
+            identity=WorkloadIdentity(
+                mode=self.iam_mode,
+                cluster_name=self.cluster_name,
+                oidc_provider_arn=self.oidc_provider_arn,
+                oidc_issuer=self.oidc_issuer,
+            ),
+            vpc_id=self.vpc_id,
+            auto_mode=self.auto_mode,
+            depends_on=list(self._system),
+            parent=self,
         )
-        igw = aws.ec2.InternetGateway(
-            f"{name}-igw", vpc_id=vpc.id, tags={"Name": f"{cluster_name}-igw"}, opts=child
-        )
-        public_rt = aws.ec2.RouteTable(
-            f"{name}-public-rt",
-            vpc_id=vpc.id,
-            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
-            tags={"Name": f"{cluster_name}-public"},
-            opts=child,
-        )
-
-        def subnets(
-            tier: str, cidrs: list[str], route_table: aws.ec2.RouteTable, tags: dict[str, str]
-        ) -> list[aws.ec2.Subnet]:
-            """One subnet per zone, each associated with the tier's route table."""
-            out = []
-            for i, cidr in enumerate(cidrs):
-                subnet = aws.ec2.Subnet(
-                    f"{name}-{tier}-{i}",
-                    vpc_id=vpc.id,
-                    cidr_block=cidr,
-                    availability_zone=zone(i),
-                    map_public_ip_on_launch=True if tier == "public" else None,
-                    tags={"Name": f"{cluster_name}-{tier}-{i}", **tags},
-                    opts=child,
-                )
-                aws.ec2.RouteTableAssociation(
-                    f"{name}-{tier}-{i}",
-                    subnet_id=subnet.id,
-                    route_table_id=route_table.id,
-                    opts=child,
-                )
-                out.append(subnet)
-            return out
-
-        public = subnets("public", public_cidrs, public_rt, {"kubernetes.io/role/elb": "1"})
-        # One NAT gateway: a per-AZ NAT triples a fixed cost for an outage mode
-        # (one AZ down) that a single-AZ GPU placement does not survive anyway.
-        eip = aws.ec2.Eip(f"{name}-nat", domain="vpc", opts=child)
-        nat = aws.ec2.NatGateway(
-            f"{name}-nat",
-            allocation_id=eip.id,
-            subnet_id=public[0].id,
-            tags={"Name": f"{cluster_name}-nat"},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
-        )
-        private_rt = aws.ec2.RouteTable(
-            f"{name}-private-rt",
-            vpc_id=vpc.id,
-            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
-            tags={"Name": f"{cluster_name}-private"},
-            opts=child,
-        )
-        # Only private subnets are discoverable: nodes never get public IPs.
-        private = subnets(
-            "private",
-            private_cidrs,
-            private_rt,
-            {"kubernetes.io/role/internal-elb": "1", DISCOVERY_TAG: cluster_name},
-        )
-        return vpc.id, [s.id for s in private], [s.id for s in public]
 
     def _node_role(
         self, name: str, purpose: str
@@ -1224,7 +563,7 @@ class Cluster(pulumi.ComponentResource):
         role = aws.iam.Role(
             name,
             description=f"llm-endpoints {purpose}",
-            assume_role_policy=_ec2_trust_policy(),
+            assume_role_policy=json.dumps(ec2_trust_policy()),
             opts=pulumi.ResourceOptions(parent=self),
         )
         attachments = [
@@ -1283,354 +622,6 @@ class Cluster(pulumi.ComponentResource):
             labels={SYSTEM_LABEL: "system"},
             # Nodes cannot join until the role can pull images and run the CNI.
             opts=pulumi.ResourceOptions(parent=self, depends_on=role_policies),
-        )
-
-    # -- IAM for add-ons -----------------------------------------------------------
-
-    def _service_role(
-        self,
-        name: str,
-        cluster_name: str,
-        sa: ServiceAccount,
-        args: ClusterArgs,
-    ) -> aws.iam.Role:
-        """A role only ``sa`` can assume (IRSA or Pod Identity, per ``iam_mode``)."""
-        if args.iam_mode is IamMode.IRSA:
-            assert self.oidc_provider_arn is not None and self.oidc_issuer is not None
-            trust: pulumi.Input[str] = pulumi.Output.all(
-                self.oidc_provider_arn, self.oidc_issuer
-            ).apply(lambda v: irsa_trust_policy(v[0], v[1], sa))
-        else:
-            trust = pod_identity_trust_policy(cluster_name, sa)
-        return aws.iam.Role(
-            name,
-            description=f"llm-endpoints {sa.namespace}/{sa.name}",
-            assume_role_policy=trust,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-
-    def _bind(
-        self,
-        name: str,
-        sa: ServiceAccount,
-        role: aws.iam.Role,
-        args: ClusterArgs,
-    ) -> tuple[dict[str, Any], list[pulumi.Resource]]:
-        """Helm service-account values, and the association to wait for (Pod Identity)."""
-        if args.iam_mode is IamMode.IRSA:
-            return {
-                "create": True,
-                "name": sa.name,
-                "annotations": {"eks.amazonaws.com/role-arn": role.arn},
-            }, []
-        assoc = aws.eks.PodIdentityAssociation(
-            name,
-            cluster_name=self.cluster_name,
-            namespace=sa.namespace,
-            service_account=sa.name,
-            role_arn=role.arn,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        return {"create": True, "name": sa.name}, [assoc]
-
-    # -- add-ons -------------------------------------------------------------------
-
-    def _release(
-        self,
-        name: str,
-        chart: str,
-        version: str,
-        namespace: str,
-        values: Mapping[str, Any],
-        depends_on: Sequence[pulumi.Resource],
-        repo: str | None = None,
-    ) -> k8s.helm.v3.Release:
-        release = k8s.helm.v3.Release(
-            name,
-            chart=chart,
-            version=version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repo) if repo else None,
-            namespace=namespace,
-            create_namespace=namespace != ADDON_NAMESPACE,
-            values=dict(values),
-            # Fail (and roll back) rather than leave a half-installed controller.
-            atomic=True,
-            timeout=600,
-            opts=pulumi.ResourceOptions(
-                parent=self, provider=self.k8s_provider, depends_on=list(depends_on)
-            ),
-        )
-        self.addon_resources.append(release)
-        return release
-
-    def _install_addons(
-        self,
-        name: str,
-        cluster_name: str,
-        args: ClusterArgs,
-        addons: Addons,
-        karpenter_role: aws.iam.Role | None,
-        system: list[pulumi.Resource],
-    ) -> None:
-        child = pulumi.ResourceOptions(parent=self)
-        if args.iam_mode is IamMode.POD_IDENTITY and not args.auto_mode:
-            # Auto Mode runs the Pod Identity agent itself.
-            agent = aws.eks.Addon(
-                f"{name}-pod-identity-agent",
-                cluster_name=self.cluster_name,
-                addon_name="eks-pod-identity-agent",
-                addon_version=_versions.EKS_ADDONS["eks-pod-identity-agent"],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=system),
-            )
-            self.addon_resources.append(agent)
-            system = [*system, agent]
-
-        if addons.karpenter:
-            assert karpenter_role is not None
-            self._karpenter(name, cluster_name, args, karpenter_role, system)
-        if addons.load_balancer_controller:
-            sa = ADDON_SERVICE_ACCOUNTS["load-balancer-controller"]
-            role = self._service_role(f"{name}-lbc", cluster_name, sa, args)
-            aws.iam.RolePolicy(
-                f"{name}-lbc", role=role.id, policy=json.dumps(_lbc_policy()), opts=child
-            )
-            sa_values, deps = self._bind(f"{name}-lbc", sa, role, args)
-            region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
-            self._release(
-                f"{name}-aws-load-balancer-controller",
-                _versions.AWS_LB_CONTROLLER_CHART,
-                _versions.AWS_LB_CONTROLLER_VERSION,
-                ADDON_NAMESPACE,
-                {
-                    "clusterName": cluster_name,
-                    # Given explicitly: IMDS hop limit 1 hides them from pods.
-                    "region": region,
-                    "vpcId": self.vpc_id,
-                    "serviceAccount": sa_values,
-                },
-                [*system, *deps],
-                repo=_versions.AWS_LB_CONTROLLER_REPO,
-            )
-        for addon_name, enabled in (
-            ("aws-fsx-csi-driver", addons.fsx_csi),
-            ("aws-mountpoint-s3-csi-driver", addons.mountpoint_s3_csi),
-            ("aws-efs-csi-driver", addons.efs_csi),
-        ):
-            if enabled:
-                self._csi_addon(name, cluster_name, addon_name, args, addons, system)
-        if addons.nvidia_device_plugin:
-            self._release(
-                f"{name}-nvidia-device-plugin",
-                _versions.NVIDIA_DEVICE_PLUGIN_CHART,
-                _versions.NVIDIA_DEVICE_PLUGIN_VERSION,
-                ADDON_NAMESPACE,
-                {
-                    # The chart's default affinity wants NFD labels we do not run.
-                    "affinity": _accelerator_affinity(Accelerator.NVIDIA),
-                    "tolerations": _accelerator_tolerations(Accelerator.NVIDIA),
-                },
-                system,
-                repo=_versions.NVIDIA_DEVICE_PLUGIN_REPO,
-            )
-        if addons.neuron:
-            self._release(
-                f"{name}-neuron",
-                _versions.NEURON_CHART,
-                _versions.NEURON_CHART_VERSION,
-                ADDON_NAMESPACE,
-                {
-                    "devicePlugin": {
-                        "enabled": True,
-                        "tolerations": _accelerator_tolerations(Accelerator.NEURON),
-                    },
-                    # Allocates contiguous NeuronCores, which tensor-parallel needs.
-                    "scheduler": {"enabled": True},
-                    "npd": {"enabled": False},
-                },
-                system,
-            )
-        if addons.leader_worker_set:
-            self._release(
-                f"{name}-lws",
-                _versions.LWS_CHART,
-                _versions.LWS_VERSION,
-                "lws-system",
-                {},
-                system,
-            )
-        if addons.kuberay:
-            self._release(
-                f"{name}-kuberay",
-                _versions.KUBERAY_CHART,
-                _versions.KUBERAY_VERSION,
-                "kuberay-system",
-                {},
-                system,
-                repo=_versions.KUBERAY_REPO,
-            )
-        if addons.dcgm_exporter:
-            self._release(
-                f"{name}-dcgm-exporter",
-                _versions.DCGM_EXPORTER_CHART,
-                _versions.DCGM_EXPORTER_VERSION,
-                "monitoring",
-                {
-                    "affinity": _accelerator_affinity(Accelerator.NVIDIA),
-                    "tolerations": _accelerator_tolerations(Accelerator.NVIDIA),
-                    # Plain annotations: no dependency on the Prometheus operator CRDs.
-                    "serviceMonitor": {"enabled": False},
-                    "podAnnotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": "9400",
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                system,
-                repo=_versions.DCGM_EXPORTER_REPO,
-            )
-
-    def _csi_addon(
-        self,
-        name: str,
-        cluster_name: str,
-        addon_name: str,
-        args: ClusterArgs,
-        addons: Addons,
-        system: list[pulumi.Resource],
-    ) -> None:
-        sa = ADDON_SERVICE_ACCOUNTS[addon_name]
-        short = addon_name.removeprefix("aws-").removesuffix("-csi-driver")
-        role = self._service_role(f"{name}-{short}-csi", cluster_name, sa, args)
-        child = pulumi.ResourceOptions(parent=self)
-        for i, policy_arn in enumerate(CSI_POLICIES[addon_name]):
-            aws.iam.RolePolicyAttachment(
-                f"{name}-{short}-csi-{i}", role=role.name, policy_arn=policy_arn, opts=child
-            )
-        if addon_name == "aws-mountpoint-s3-csi-driver" and addons.s3_bucket_arns:
-            aws.iam.RolePolicy(
-                f"{name}-{short}-csi",
-                role=role.id,
-                policy=_s3_read_policy(addons.s3_bucket_arns),
-                opts=child,
-            )
-        if args.iam_mode is IamMode.IRSA:
-            identity: dict[str, Any] = {"service_account_role_arn": role.arn}
-        else:
-            identity = {
-                "pod_identity_associations": [
-                    aws.eks.AddonPodIdentityAssociationArgs(
-                        role_arn=role.arn, service_account=sa.name
-                    )
-                ]
-            }
-        addon = aws.eks.Addon(
-            f"{name}-{short}-csi",
-            cluster_name=self.cluster_name,
-            addon_name=addon_name,
-            addon_version=_versions.EKS_ADDONS[addon_name],
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            **identity,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=system),
-        )
-        self.addon_resources.append(addon)
-
-    def _karpenter(
-        self,
-        name: str,
-        cluster_name: str,
-        args: ClusterArgs,
-        node_role: aws.iam.Role,
-        system: list[pulumi.Resource],
-    ) -> None:
-        child = pulumi.ResourceOptions(parent=self)
-        queue = aws.sqs.Queue(
-            f"{name}-karpenter",
-            # Karpenter's settings.interruptionQueue takes the queue name.
-            name=f"{cluster_name}-karpenter",
-            message_retention_seconds=300,
-            sqs_managed_sse_enabled=True,
-            opts=child,
-        )
-        aws.sqs.QueuePolicy(
-            f"{name}-karpenter",
-            queue_url=queue.url,
-            policy=queue.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": {
-                                    "Service": ["events.amazonaws.com", "sqs.amazonaws.com"]
-                                },
-                                "Action": "sqs:SendMessage",
-                                "Resource": arn,
-                            },
-                            {
-                                "Sid": "DenyHTTP",
-                                "Effect": "Deny",
-                                "Principal": "*",
-                                "Action": "sqs:*",
-                                "Resource": arn,
-                                "Condition": {"Bool": {"aws:SecureTransport": False}},
-                            },
-                        ],
-                    }
-                )
-            ),
-            opts=child,
-        )
-        for key, pattern in INTERRUPTION_EVENTS.items():
-            rule = aws.cloudwatch.EventRule(
-                f"{name}-karpenter-{key}",
-                description=f"Karpenter interruption: {pattern['detail-type'][0]}",
-                event_pattern=json.dumps(pattern),
-                opts=child,
-            )
-            aws.cloudwatch.EventTarget(
-                f"{name}-karpenter-{key}",
-                rule=rule.name,
-                arn=queue.arn,
-                target_id="KarpenterInterruptionQueue",
-                opts=child,
-            )
-
-        sa = ADDON_SERVICE_ACCOUNTS["karpenter"]
-        role = self._service_role(f"{name}-karpenter", cluster_name, sa, args)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        policy = pulumi.Output.all(
-            aws.get_partition_output(opts=invoke).partition,
-            aws.get_region_output(opts=invoke).region,
-            aws.get_caller_identity_output(opts=invoke).account_id,
-            queue.arn,
-            node_role.arn,
-        ).apply(
-            lambda v: json.dumps(
-                karpenter_controller_policy(v[0], v[1], v[2], cluster_name, v[3], v[4])
-            )
-        )
-        aws.iam.RolePolicy(f"{name}-karpenter", role=role.id, policy=policy, opts=child)
-        sa_values, deps = self._bind(f"{name}-karpenter", sa, role, args)
-        self._release(
-            f"{name}-karpenter",
-            _versions.KARPENTER_CHART,
-            _versions.KARPENTER_VERSION,
-            ADDON_NAMESPACE,
-            {
-                "settings": {"clusterName": cluster_name, "interruptionQueue": queue.name},
-                "serviceAccount": sa_values,
-                # Keep the controller off the nodes it manages.
-                "nodeSelector": {SYSTEM_LABEL: "system"},
-                "controller": {
-                    "resources": {
-                        "requests": {"cpu": "250m", "memory": "512Mi"},
-                        "limits": {"memory": "1Gi"},
-                    }
-                },
-            },
-            [*system, *deps],
         )
 
 

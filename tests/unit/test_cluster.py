@@ -264,14 +264,17 @@ def test_karpenter_interruption_queue_and_rules(mocks: RecordingMocks) -> None:
         r.name: json.loads(r.inputs["eventPattern"])
         for r in mocks.by_type("aws:cloudwatch/eventRule:EventRule")
     }
+    # The five rules of Karpenter v1.14's getting-started template (it added the
+    # capacity-reservation warning to the four earlier releases had).
     assert {p["detail-type"][0] for p in rules.values()} == {
         "AWS Health Event",
         "EC2 Spot Instance Interruption Warning",
         "EC2 Instance Rebalance Recommendation",
         "EC2 Instance State-change Notification",
+        "EC2 Capacity Reservation Instance Interruption Warning",
     }
     targets = mocks.by_type("aws:cloudwatch/eventTarget:EventTarget")
-    assert len(targets) == 4
+    assert len(targets) == 5
     assert {t.inputs["arn"] for t in targets} == {
         "arn:aws:sqs:us-east-1:123456789012:plat-karpenter"
     }
@@ -300,7 +303,9 @@ def test_karpenter_release_and_controller_role(mocks: RecordingMocks) -> None:
     # The controller may pass only the Karpenter node role, only to EC2.
     pass_role = statements["AllowPassingInstanceRole"]
     assert pass_role["Resource"] == resolve(cluster.node_role_arn)
-    assert pass_role["Condition"]["StringEquals"]["iam:PassedToService"] == ["ec2.amazonaws.com"]
+    # EC2 only (upstream's template names the service in every partition).
+    passed_to = pass_role["Condition"]["StringEquals"]["iam:PassedToService"]
+    assert set(passed_to) == {"ec2.amazonaws.com", "ec2.amazonaws.com.cn"}
     # Deletion only of what this cluster's Karpenter created.
     deletion = statements["AllowScopedDeletion"]["Condition"]["StringEquals"]
     assert deletion == {"aws:ResourceTag/kubernetes.io/cluster/plat": "owned"}
@@ -491,7 +496,15 @@ def test_addons_are_optional(mocks: RecordingMocks) -> None:
 
 def test_every_child_is_parented_to_the_cluster(mocks: RecordingMocks) -> None:
     cluster = dedicated(mocks, addons=ALL_ADDONS)
-    children = {child._name for child in cluster._childResources}
+
+    def descendants(res: pulumi.Resource) -> set[str]:
+        # Add-ons are components of their own under the cluster.
+        out = set()
+        for child in res._childResources:
+            out |= {child._name, *descendants(child)}
+        return out
+
+    children = descendants(cluster)
     recorded = {r.name for r in mocks.resources if r.typ != Cluster.TYPE}
     assert recorded <= children
     assert all(name.startswith("plat-") for name in children)

@@ -45,7 +45,6 @@ has finished.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -54,112 +53,43 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components import _versions
-from components.config import NAME_RE, StorageKind, check_model_id
+from components import rules
+from components.config import StorageKind
+from components.iam import IamMode, ServiceAccount, WorkloadIdentity, service_account_role
+from components.storage.download import (
+    COMPLETE_MARKER,
+    DOWNLOAD_SCRIPT,
+    HF_TOKEN_KEY,
+    IGNORE_PATTERNS,
+    PREFETCH_DEADLINE_S,
+    PREFETCH_TIMEOUT,
+    download_container,
+    download_env,
+)
+from components.storage.policies import s3_read_policy, s3_write_policy
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "DOWNLOAD_SCRIPT",
+    "HF_TOKEN_KEY",
+    "IGNORE_PATTERNS",
+    "ModelStorage",
+    "ModelStorageArgs",
+    "s3_read_policy",
+    "s3_write_policy",
+]
 
 #: Where every volume is mounted (S3 mounts the model's prefix one level down).
 MOUNT_ROOT = "/models"
 #: The pod volume's name; the service mounts it by this name.
 VOLUME_NAME = "models"
-#: The Secret key holding the Hugging Face token.
-HF_TOKEN_KEY = "token"
-#: Written last by a finished download; its presence makes later runs no-ops.
-COMPLETE_MARKER = ".llm-endpoints-complete"
-#: Checkpoint copies vLLM never reads (Meta's consolidated ``.pth`` under
-#: ``original/``, Apple Metal weights of gpt-oss under ``metal/``); skipping
-#: them halves some downloads.
-IGNORE_PATTERNS = ("original/*", "metal/*")
-#: How long the prefetch Job may run before Pulumi gives up on it.
-PREFETCH_TIMEOUT = "90m"
-PREFETCH_DEADLINE_S = 2 * 3600
-
 #: FSx for Lustre LNET ports (AWS FSx for Lustre user guide, "File system
 #: access control with Amazon VPC"): 988, and 1018-1023.
 LUSTRE_PORTS = ((988, 988), (1018, 1023))
 NFS_PORT = 2049
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_LABEL_KEY_RE = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_EFS_ID_RE = re.compile(r"^fs-[0-9a-f]{8,40}$")
 _ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany")
 _VOLUME_KINDS = (StorageKind.FSX, StorageKind.EFS, StorageKind.PVC)
-
-#: Restricted container settings; the downloader image runs as root (it writes
-#: into volumes owned by root), so runAsNonRoot is not set.
-_SECURITY_CONTEXT = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-#: The downloader. Runs in HF_DOWNLOADER_IMAGE; installs its pinned libraries
-#: only when the image lacks them, and only after the idempotency check, so a
-#: finished volume costs one ``stat`` (or one S3 HEAD). Plain ``python -c`` so
-#: no ConfigMap is needed; every input comes from the environment.
-DOWNLOAD_SCRIPT = r"""
-import os, pathlib, subprocess, sys
-
-model_id = os.environ["MODEL_ID"]
-marker = os.environ["COMPLETE_MARKER"]
-target = pathlib.Path(os.environ["MODEL_PATH"])
-bucket = os.environ.get("S3_BUCKET")
-prefix = os.environ.get("S3_PREFIX", "").strip("/")
-
-
-def need(module, requirement):
-    try:
-        __import__(module)
-    except ImportError:
-        lib = "/tmp/pylib"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir",
-                        "--disable-pip-version-check", "--target", lib, requirement], check=True)
-        sys.path.insert(0, lib)
-
-
-if bucket:
-    need("boto3", os.environ["BOTO3_REQUIREMENT"])
-    import boto3
-    from botocore.exceptions import ClientError
-
-    s3 = boto3.client("s3", region_name=os.environ.get("AWS_REGION"))
-    try:
-        s3.head_object(Bucket=bucket, Key=f"{prefix}/{marker}")
-        print(f"s3://{bucket}/{prefix}: weights already present; nothing to do", flush=True)
-        sys.exit(0)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-            raise
-elif (target / marker).exists():
-    print(f"{target}: weights already present; nothing to do", flush=True)
-    sys.exit(0)
-
-need("huggingface_hub", os.environ["HF_HUB_REQUIREMENT"])
-from huggingface_hub import snapshot_download
-
-target.mkdir(parents=True, exist_ok=True)
-snapshot_download(
-    repo_id=model_id,
-    revision=os.environ.get("MODEL_REVISION") or None,
-    local_dir=str(target),
-    ignore_patterns=[p for p in os.environ.get("IGNORE_PATTERNS", "").split(",") if p],
-)
-if bucket:
-    files = [p for p in sorted(target.rglob("*"))
-             if p.is_file() and ".cache" not in p.relative_to(target).parts]
-    for path in files:
-        key = f"{prefix}/{path.relative_to(target).as_posix()}"
-        print(f"upload {key}", flush=True)
-        s3.upload_file(str(path), bucket, key)
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/{marker}", Body=model_id.encode())
-else:
-    (target / marker).write_text(model_id + "\n")
-print(f"{model_id}: download complete", flush=True)
-"""
 
 
 @dataclass(frozen=True)
@@ -223,45 +153,30 @@ class ModelStorageArgs:
 
 def _validate(name: str, a: ModelStorageArgs) -> str:
     """Check the args; return the effective prefix. Raises ValueError naming the field."""
-    if not NAME_RE.match(name) or len(name) > 40:
-        raise ValueError(
-            f"name: {name!r} must be a DNS-1123 label of at most 40 characters "
-            "(it prefixes the claim, Secret and Job names)"
-        )
+    rules.check_component_name(name, "claim, Secret and Job")
     kind = StorageKind(a.kind)
-    check_model_id(a.model_id)
-    if not NAME_RE.match(a.namespace):
-        raise ValueError(f"namespace: {a.namespace!r} is not a DNS-1123 label")
-    prefix = a.prefix if a.prefix is not None else a.model_id
-    if not _PREFIX_RE.match(prefix) or ".." in prefix:
-        raise ValueError(
-            f"prefix: {prefix!r} must be a relative path such as 'owner/model' "
-            "(letters, digits, '_', '.', '-', no leading or trailing '/', no '..')"
-        )
-    for key, value in a.labels.items():
-        if not _LABEL_KEY_RE.match(key) or not _LABEL_VALUE_RE.match(value):
-            raise ValueError(f"labels: {key}={value!r} is not a valid Kubernetes label")
+    rules.check_model_id(a.model_id)
+    rules.check_dns_label(a.namespace, "namespace")
+    prefix = rules.check_prefix(a.prefix if a.prefix is not None else a.model_id, "prefix")
+    rules.check_labels(a.labels)
     if a.size_gib < 1:
         raise ValueError(f"size_gib: must be at least 1, got {a.size_gib}")
-    if kind is StorageKind.FSX and a.size_gib not in (1200, 2400) and a.size_gib % 2400:
-        raise ValueError(
-            f"size_gib: FSx for Lustre SCRATCH_2 comes in 1200 GiB, 2400 GiB or multiples "
-            f"of 2400 GiB, got {a.size_gib}"
-        )
+    if kind is StorageKind.FSX:
+        rules.check_fsx_size(a.size_gib, "size_gib")
     if a.bucket is not None:
         if kind is not StorageKind.S3:
             raise ValueError("bucket: applies only to kind 's3'")
-        if not _BUCKET_RE.match(a.bucket) or ".." in a.bucket:
-            raise ValueError(f"bucket: {a.bucket!r} is not a valid S3 bucket name")
-    if a.storage_class is not None and kind is not StorageKind.PVC:
-        raise ValueError("storage_class: applies only to kind 'pvc'")
+        rules.check_bucket(a.bucket, "bucket")
+    if a.storage_class is not None:
+        if kind is not StorageKind.PVC:
+            raise ValueError("storage_class: applies only to kind 'pvc'")
+        rules.check_dns_subdomain(a.storage_class, "storage_class")
     if a.access_mode not in _ACCESS_MODES:
         raise ValueError(f"access_mode: {a.access_mode!r} is not one of {', '.join(_ACCESS_MODES)}")
     if a.file_system_id is not None:
         if kind is not StorageKind.EFS:
             raise ValueError("file_system_id: applies only to kind 'efs'")
-        if not _EFS_ID_RE.match(a.file_system_id):
-            raise ValueError(f"file_system_id: {a.file_system_id!r} is not an EFS id (fs-...)")
+        rules.check_efs_id(a.file_system_id, "file_system_id")
     if a.prefetch and kind is StorageKind.NONE:
         raise ValueError(
             "prefetch: kind 'none' has no volume to prefetch into; the weights are "
@@ -308,67 +223,6 @@ def _subnet_count(a: ModelStorageArgs) -> int:
 
 def _subnet(ids: pulumi.Input[Sequence[pulumi.Input[str]]], i: int) -> pulumi.Output[str]:
     return pulumi.Output.from_input(ids).apply(lambda s: s[i])
-
-
-def s3_read_policy(bucket: str, prefix: str) -> dict[str, Any]:
-    """IAM policy that lists and reads one prefix of one bucket, nothing else.
-
-    Mountpoint lists with ``prefix/`` and reads objects below it; ``s3:prefix``
-    conditions keep ListBucket from enumerating the rest of the bucket.
-    """
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ListModelPrefix",
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": f"arn:aws:s3:::{bucket}",
-                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}},
-            },
-            {
-                "Sid": "ReadModelObjects",
-                "Effect": "Allow",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*",
-            },
-        ],
-    }
-
-
-def s3_write_policy(bucket: str, prefix: str) -> dict[str, Any]:
-    """IAM policy for the prefetch Job: the read policy plus writes under the prefix."""
-    policy = s3_read_policy(bucket, prefix)
-    policy["Statement"].append(
-        {
-            "Sid": "WriteModelObjects",
-            "Effect": "Allow",
-            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
-            "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*",
-        }
-    )
-    return policy
-
-
-def irsa_trust_policy(provider_arn: str, issuer: str, namespace: str, sa: str) -> dict[str, Any]:
-    """Trust policy letting exactly one Kubernetes service account assume a role."""
-    host = issuer.removeprefix("https://").rstrip("/")
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        f"{host}:sub": f"system:serviceaccount:{namespace}:{sa}",
-                        f"{host}:aud": "sts.amazonaws.com",
-                    }
-                },
-            }
-        ],
-    }
 
 
 class ModelStorage(pulumi.ComponentResource):
@@ -509,51 +363,15 @@ class ModelStorage(pulumi.ComponentResource):
             **extra,
         }
 
-    def _hf_env(self) -> list[dict[str, Any]]:
-        if self.hf_token_secret_name is None:
-            return []
-        return [
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {"name": self.hf_token_secret_name, "key": HF_TOKEN_KEY}
-                },
-            }
-        ]
-
-    def _download_env(self, model_path: str) -> list[dict[str, Any]]:
-        a = self._args
-        env = [
-            {"name": "MODEL_ID", "value": a.model_id},
-            {"name": "MODEL_PATH", "value": model_path},
-            {"name": "MODEL_REVISION", "value": a.revision or ""},
-            {"name": "COMPLETE_MARKER", "value": COMPLETE_MARKER},
-            {"name": "IGNORE_PATTERNS", "value": ",".join(IGNORE_PATTERNS)},
-            {"name": "HF_HUB_REQUIREMENT", "value": f"huggingface_hub=={_versions.HF_HUB_VERSION}"},
-            {"name": "BOTO3_REQUIREMENT", "value": f"boto3=={_versions.BOTO3_VERSION}"},
-            # Keep caches off the image's read-only-ish home and out of the volume root.
-            {"name": "HF_HOME", "value": "/tmp/hf-home"},
-            {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
-        ]
-        return env + self._hf_env()
-
-    def _container(self, env: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "name": "download-model",
-            "image": _versions.HF_DOWNLOADER_IMAGE,
-            "command": ["python", "-c", DOWNLOAD_SCRIPT],
-            "env": env,
-            "volumeMounts": mounts,
-            "resources": {
-                "requests": {"cpu": "1", "memory": "2Gi"},
-                "limits": {"memory": "4Gi"},
-            },
-            "securityContext": dict(_SECURITY_CONTEXT),
-        }
-
     def _downloader(self) -> dict[str, Any]:
-        mount = {"name": VOLUME_NAME, "mountPath": self.mount_path}
-        return self._container(self._download_env(self.model_path), [mount])
+        a = self._args
+        env = download_env(
+            a.model_id,
+            self.model_path,
+            revision=a.revision,
+            hf_token_secret=self.hf_token_secret_name,
+        )
+        return download_container(env, [{"name": VOLUME_NAME, "mountPath": self.mount_path}])
 
     # -- kinds ------------------------------------------------------------------
 
@@ -821,11 +639,16 @@ class ModelStorage(pulumi.ComponentResource):
     def _irsa_account(self, sa_name: str, policy: aws.iam.Policy) -> pulumi.Output[str]:
         """An IAM role trusted by one service account, and that service account."""
         a = self._args
-        assert a.oidc_provider_arn is not None and a.oidc_issuer is not None
-        trust = pulumi.Output.all(a.oidc_provider_arn, a.oidc_issuer).apply(
-            lambda v: json.dumps(irsa_trust_policy(v[0], v[1], a.namespace, sa_name))
+        identity = WorkloadIdentity(
+            IamMode.IRSA, oidc_provider_arn=a.oidc_provider_arn, oidc_issuer=a.oidc_issuer
         )
-        role = aws.iam.Role(sa_name, assume_role_policy=trust, tags=self._tags, opts=self._child())
+        role = service_account_role(
+            sa_name,
+            ServiceAccount(a.namespace, sa_name),
+            identity,
+            tags=dict(self._tags),
+            opts=self._child(),
+        )
         aws.iam.RolePolicyAttachment(
             sa_name, role=role.name, policy_arn=policy.arn, opts=self._child()
         )
@@ -850,13 +673,18 @@ class ModelStorage(pulumi.ComponentResource):
             # Download to scratch, then upload; the Mountpoint volume is read-only.
             scratch = "/scratch/model"
             env = [
-                *self._download_env(scratch),
+                *download_env(
+                    a.model_id,
+                    scratch,
+                    revision=a.revision,
+                    hf_token_secret=self.hf_token_secret_name,
+                ),
                 {"name": "S3_BUCKET", "value": self.bucket_name},
                 {"name": "S3_PREFIX", "value": self._prefix},
                 {"name": "AWS_REGION", "value": a.region},
             ]
             pod["containers"] = [
-                self._container(env, [{"name": "scratch", "mountPath": "/scratch"}])
+                download_container(env, [{"name": "scratch", "mountPath": "/scratch"}])
             ]
             pod["volumes"] = [{"name": "scratch", "emptyDir": {}}]
             pod["serviceAccountName"] = writer_sa

@@ -1,0 +1,1 @@
+"""The pieces of :class:`~components.model_storage.ModelStorage`: downloader, S3 policies."""

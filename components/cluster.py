@@ -36,6 +36,23 @@ from components.addons.base import ADDON_NAMESPACE, SYSTEM_LABEL
 from components.config import ClusterMode, ClusterSpec, PlatformSpec
 from components.iam import IamMode, ServiceAccount, WorkloadIdentity, ec2_trust_policy
 from components.network import DISCOVERY_TAG, build_network, check_vpc_cidr
+from components.platform import (
+    OUT_AUTO_MODE,
+    OUT_CLUSTER_NAME,
+    OUT_CLUSTER_SECURITY_GROUP_ID,
+    OUT_KUBECONFIG,
+    OUT_MANAGED_NODE_ROLE_ARN,
+    OUT_NODE_ROLE_ARN,
+    OUT_NODE_ROLE_NAME,
+    OUT_OIDC_ISSUER,
+    OUT_OIDC_PROVIDER_ARN,
+    OUT_PRIVATE_SUBNET_IDS,
+    OUT_VPC_ID,
+    PLATFORM_OUTPUTS,
+    export_platform_outputs,
+    kubeconfig_text,
+    read_platform,
+)
 from components.rules import NAME_MAX_LEN
 
 __all__ = [
@@ -43,6 +60,18 @@ __all__ = [
     "ADDON_NAMESPACE",
     "ADDON_SERVICE_ACCOUNTS",
     "DISCOVERY_TAG",
+    "OUT_AUTO_MODE",
+    "OUT_CLUSTER_NAME",
+    "OUT_CLUSTER_SECURITY_GROUP_ID",
+    "OUT_KUBECONFIG",
+    "OUT_MANAGED_NODE_ROLE_ARN",
+    "OUT_NODE_ROLE_ARN",
+    "OUT_NODE_ROLE_NAME",
+    "OUT_OIDC_ISSUER",
+    "OUT_OIDC_PROVIDER_ARN",
+    "OUT_PRIVATE_SUBNET_IDS",
+    "OUT_VPC_ID",
+    "PLATFORM_OUTPUTS",
     "SYSTEM_LABEL",
     "Addons",
     "Cluster",
@@ -51,34 +80,6 @@ __all__ = [
     "ServiceAccount",
     "export_platform_outputs",
 ]
-
-# -- platform stack outputs ----------------------------------------------------
-# A shared-mode Cluster reads exactly these outputs of the platform stack, and
-# export_platform_outputs writes exactly these: one list, so the two cannot drift.
-OUT_KUBECONFIG = "kubeconfig"
-OUT_CLUSTER_NAME = "clusterName"
-OUT_OIDC_PROVIDER_ARN = "oidcProviderArn"
-OUT_OIDC_ISSUER = "oidcIssuer"
-OUT_NODE_ROLE_NAME = "nodeRoleName"
-OUT_NODE_ROLE_ARN = "nodeRoleArn"
-OUT_MANAGED_NODE_ROLE_ARN = "managedNodeRoleArn"
-OUT_PRIVATE_SUBNET_IDS = "privateSubnetIds"
-OUT_CLUSTER_SECURITY_GROUP_ID = "clusterSecurityGroupId"
-OUT_VPC_ID = "vpcId"
-OUT_AUTO_MODE = "autoMode"
-PLATFORM_OUTPUTS: tuple[str, ...] = (
-    OUT_KUBECONFIG,
-    OUT_CLUSTER_NAME,
-    OUT_OIDC_PROVIDER_ARN,
-    OUT_OIDC_ISSUER,
-    OUT_NODE_ROLE_NAME,
-    OUT_NODE_ROLE_ARN,
-    OUT_MANAGED_NODE_ROLE_ARN,
-    OUT_PRIVATE_SUBNET_IDS,
-    OUT_CLUSTER_SECURITY_GROUP_ID,
-    OUT_VPC_ID,
-    OUT_AUTO_MODE,
-)
 
 #: AWS managed policies every EC2 node role needs (EKS node IAM role guide).
 NODE_POLICIES: tuple[str, ...] = (
@@ -248,11 +249,6 @@ def _validate_dedicated(name: str, args: ClusterArgs) -> None:
     (args.addons or Addons()).check(args.auto_mode)
 
 
-def _kubeconfig_text(kubeconfig: Any) -> str:
-    """pulumi_eks exports a JSON string; accept an object too."""
-    return kubeconfig if isinstance(kubeconfig, str) else json.dumps(kubeconfig)
-
-
 class Cluster(pulumi.ComponentResource):
     """An EKS cluster (or a reference to one) and a Kubernetes provider for it.
 
@@ -385,34 +381,13 @@ class Cluster(pulumi.ComponentResource):
             stack_name=args.platform_stack,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        declared = args.auto_mode
-        platform = args.platform_stack
-
-        def check_auto_mode(values: list[Any]) -> str:
-            # Pools are validated against the declared auto_mode at construction;
-            # fail the deployment if the platform says otherwise.
-            cluster_name, actual = values
-            if actual is not None and bool(actual) != declared:
-                raise ValueError(
-                    f"auto_mode: declared {declared} but platform stack {platform!r} "
-                    f"reports autoMode={actual}"
-                )
-            return str(cluster_name)
-
-        self.cluster_name = pulumi.Output.all(
-            ref.require_output(OUT_CLUSTER_NAME), ref.get_output(OUT_AUTO_MODE)
-        ).apply(check_auto_mode)
-        self.kubeconfig = ref.require_output(OUT_KUBECONFIG)
-        self.oidc_provider_arn = ref.get_output(OUT_OIDC_PROVIDER_ARN)
-        self.oidc_issuer = ref.get_output(OUT_OIDC_ISSUER)
-        self.node_role_name = ref.get_output(OUT_NODE_ROLE_NAME)
-        self.node_role_arn = ref.get_output(OUT_NODE_ROLE_ARN)
-        self.managed_node_role_arn = ref.get_output(OUT_MANAGED_NODE_ROLE_ARN)
-        self.private_subnet_ids = ref.require_output(OUT_PRIVATE_SUBNET_IDS)
-        self.cluster_security_group_id = ref.get_output(OUT_CLUSTER_SECURITY_GROUP_ID)
-        self.vpc_id = ref.get_output(OUT_VPC_ID)
+        assert args.platform_stack is not None
+        for attribute, value in read_platform(
+            ref, declared_auto_mode=args.auto_mode, platform_stack=args.platform_stack
+        ).items():
+            setattr(self, attribute, value)
         kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
-            ref.require_output(OUT_KUBECONFIG).apply(_kubeconfig_text)
+            ref.require_output(OUT_KUBECONFIG).apply(kubeconfig_text)
         )
         self.k8s_provider = k8s.Provider(
             f"{name}-k8s",
@@ -623,30 +598,3 @@ class Cluster(pulumi.ComponentResource):
             # Nodes cannot join until the role can pull images and run the CNI.
             opts=pulumi.ResourceOptions(parent=self, depends_on=role_policies),
         )
-
-
-def export_platform_outputs(cluster: Cluster) -> None:
-    """Export what shared-mode clusters read (call from the platform stack).
-
-    Raises:
-        ValueError: when ``cluster`` is not a dedicated cluster.
-    """
-    if cluster.mode is not ClusterMode.DEDICATED:
-        raise ValueError(f"cluster: only a dedicated cluster is a platform, got {cluster.mode}")
-    values: dict[str, Any] = {
-        # Cluster-admin credentials: never in plain text in state or outputs.
-        OUT_KUBECONFIG: pulumi.Output.secret(cluster.kubeconfig),
-        OUT_CLUSTER_NAME: cluster.cluster_name,
-        OUT_OIDC_PROVIDER_ARN: cluster.oidc_provider_arn,
-        OUT_OIDC_ISSUER: cluster.oidc_issuer,
-        OUT_NODE_ROLE_NAME: cluster.node_role_name,
-        OUT_NODE_ROLE_ARN: cluster.node_role_arn,
-        OUT_MANAGED_NODE_ROLE_ARN: cluster.managed_node_role_arn,
-        OUT_PRIVATE_SUBNET_IDS: cluster.private_subnet_ids,
-        OUT_CLUSTER_SECURITY_GROUP_ID: cluster.cluster_security_group_id,
-        OUT_VPC_ID: cluster.vpc_id,
-        OUT_AUTO_MODE: cluster.auto_mode,
-    }
-    assert set(values) == set(PLATFORM_OUTPUTS)
-    for key in PLATFORM_OUTPUTS:
-        pulumi.export(key, values[key])

@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 
 from components.accelerator_pool import AcceleratorPool, AcceleratorPoolArgs
 from components.catalog import INSTANCES, Accelerator
-from components.cluster import Addons, Cluster, ClusterArgs, export_platform_outputs
+from components.cluster import Addons, Cluster, ClusterArgs
 from components.config import (
     ClusterMode,
     EndpointSpec,
@@ -35,6 +35,7 @@ from components.inference_service import (
 )
 from components.model_storage import ModelStorage, ModelStorageArgs
 from components.planner import Estimate, plan_for_spec
+from components.platform import export_platform_outputs
 
 #: Label on every object (and, through the pool, every node) of an endpoint.
 ENDPOINT_LABEL = "llm-endpoints/endpoint"

@@ -20,7 +20,6 @@ only on, this pool's nodes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,9 +29,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components import _versions
+from components import _versions, rules
 from components.catalog import Accelerator, InstanceType, get_instance
 from components.config import CapacityType, PoolMode
+from components.node_hardening import ROOT_VOLUME_RANGE, launch_template, node_class_hardening
 
 #: Node label naming the pool; workloads select on it.
 POOL_LABEL = "llm-endpoints/pool"
@@ -72,14 +72,6 @@ LABEL_PREFIXES: dict[PoolMode, str] = {
     PoolMode.AUTO_MODE: "eks.amazonaws.com",
 }
 
-_DNS1123 = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-# A qualified Kubernetes label/taint key: optional DNS prefix, then a name.
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
-_DURATION = re.compile(r"^(\d+[smh])+$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600}
 #: EKS Auto Mode replaces every node within 21 days.
 AUTO_MODE_MAX_LIFETIME_H = 21 * 24
 #: Default node lifetime per NodePool mode (see AcceleratorPoolArgs.expire_after).
@@ -87,13 +79,6 @@ DEFAULT_EXPIRE_AFTER: dict[PoolMode, str] = {
     PoolMode.KARPENTER: "Never",
     PoolMode.AUTO_MODE: "336h",
 }
-
-
-def _duration_seconds(value: str) -> int:
-    return sum(int(n) * _SECONDS[u] for n, u in re.findall(r"(\d+)([smh])", value))
-
-
-_ROOT_VOLUME_RANGE = (20, 16384)  # gp3 limits, GiB
 
 
 class InstanceSelection(StrEnum):
@@ -209,7 +194,7 @@ def _validate(name: str, args: AcceleratorPoolArgs) -> list[InstanceType]:
         raise ValueError(
             f"accelerator: {args.accelerator!r} is not one of {[a.value for a in Accelerator]}"
         )
-    if not _DNS1123.match(name):
+    if not rules.DNS1123_LABEL_RE.match(name):
         raise ValueError(f"name: {name!r} is not a DNS-1123 label (it names the NodePool)")
     if args.mode is PoolMode.AUTO_MODE and not args.cluster_auto_mode:
         raise ValueError(
@@ -236,27 +221,20 @@ def _validate(name: str, args: AcceleratorPoolArgs) -> list[InstanceType]:
             raise ValueError(
                 f"capacity_types: {c!r} is not one of {[t.value for t in CapacityType]}"
             )
-    lo, hi = _ROOT_VOLUME_RANGE
+    lo, hi = ROOT_VOLUME_RANGE
     if not lo <= args.root_volume_gib <= hi:
         raise ValueError(f"root_volume_gib: must be {lo}..{hi}, got {args.root_volume_gib}")
-    if args.taint_key is not None and not _LABEL_KEY.match(args.taint_key):
-        raise ValueError(f"taint_key: {args.taint_key!r} is not a qualified Kubernetes key")
-    for k, v in args.labels.items():
-        if k in RESERVED_LABELS:
-            raise ValueError(f"labels: {k!r} is set by the pool itself")
-        if not _LABEL_KEY.match(k) or not _LABEL_VALUE.match(v):
-            raise ValueError(f"labels: {k}={v!r} is not a valid Kubernetes label")
+    if args.taint_key is not None:
+        rules.check_taint_key(args.taint_key)
+    rules.check_labels(args.labels, reserved=RESERVED_LABELS, reserved_by="the pool")
     for fld in ("consolidate_after", "expire_after"):
-        value = getattr(args, fld)
-        if value is not None and value != "Never" and not _DURATION.match(value):
-            raise ValueError(f"{fld}: {value!r} is not a duration like '10m' or '720h', or 'Never'")
+        if getattr(args, fld) is not None:
+            rules.duration_seconds(getattr(args, fld), fld)
     if (
         args.mode is PoolMode.AUTO_MODE
         and args.expire_after is not None
-        and (
-            args.expire_after == "Never"
-            or _duration_seconds(args.expire_after) > AUTO_MODE_MAX_LIFETIME_H * 3600
-        )
+        and rules.duration_seconds(args.expire_after, "expire_after")
+        > AUTO_MODE_MAX_LIFETIME_H * 3600
     ):
         raise ValueError(
             f"expire_after: EKS Auto Mode nodes live at most {AUTO_MODE_MAX_LIFETIME_H}h, "
@@ -520,28 +498,7 @@ class AcceleratorPool(pulumi.ComponentResource):
                 # the discovery tag, so nodes never land in a public subnet.
                 "subnetSelectorTerms": [{"tags": discovery}],
                 "securityGroupSelectorTerms": [{"tags": discovery}],
-                # IMDSv2 only, and one hop: containers cannot reach the node's
-                # credentials through the metadata service.
-                "metadataOptions": {
-                    "httpEndpoint": "enabled",
-                    "httpProtocolIPv6": "disabled",
-                    "httpTokens": "required",
-                    "httpPutResponseHopLimit": 1,
-                },
-                "blockDeviceMappings": [
-                    {
-                        "deviceName": "/dev/xvda",
-                        "ebs": {
-                            "volumeSize": f"{args.root_volume_gib}Gi",
-                            "volumeType": "gp3",
-                            "encrypted": True,
-                            "deleteOnTermination": True,
-                            # Image pulls of 10-15 GB are throughput-bound.
-                            "throughput": 250,
-                            "iops": 3000,
-                        },
-                    }
-                ],
+                **node_class_hardening(args.root_volume_gib),
                 "tags": {POOL_LABEL: name},
             },
             opts=self._opts(),
@@ -576,36 +533,15 @@ class AcceleratorPool(pulumi.ComponentResource):
             ]
         else:
             vpc_security_group_ids = sgs
-        template = aws.ec2.LaunchTemplate(
+        template = launch_template(
             f"{name}-lt",
             description=f"llm-endpoints accelerator pool {name}",
-            update_default_version=True,
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled",
-                http_tokens="required",
-                http_put_response_hop_limit=1,
-            ),
-            block_device_mappings=[
-                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name="/dev/xvda",
-                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=args.root_volume_gib,
-                        volume_type="gp3",
-                        encrypted="true",
-                        delete_on_termination="true",
-                        throughput=250,
-                        iops=3000,
-                    ),
-                )
-            ],
+            root_volume_gib=args.root_volume_gib,
+            fast_root=True,
             network_interfaces=network_interfaces,
             vpc_security_group_ids=vpc_security_group_ids,
             placement=placement,
-            tag_specifications=[
-                aws.ec2.LaunchTemplateTagSpecificationArgs(
-                    resource_type="instance", tags={POOL_LABEL: name}
-                )
-            ],
+            instance_tags={POOL_LABEL: name},
             opts=self._opts(),
         )
         index = args.subnet_index

@@ -36,6 +36,7 @@ from components.addons.base import ADDON_NAMESPACE, SYSTEM_LABEL
 from components.config import ClusterMode, ClusterSpec, PlatformSpec
 from components.iam import IamMode, ServiceAccount, WorkloadIdentity, ec2_trust_policy
 from components.network import DISCOVERY_TAG, build_network, check_vpc_cidr
+from components.node_hardening import launch_template
 from components.platform import (
     OUT_AUTO_MODE,
     OUT_CLUSTER_NAME,
@@ -90,6 +91,8 @@ NODE_POLICIES: tuple[str, ...] = (
     "AmazonSSMManagedInstanceCore",
 )
 ADMIN_POLICY_ARN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+#: Root volume of the system nodes (add-on controllers, no model images).
+SYSTEM_ROOT_VOLUME_GIB = 50
 
 
 @dataclass(frozen=True)
@@ -561,21 +564,8 @@ class Cluster(pulumi.ComponentResource):
         private_ids: list[pulumi.Output[str]],
     ) -> aws.eks.NodeGroup:
         child = pulumi.ResourceOptions(parent=self)
-        template = aws.ec2.LaunchTemplate(
-            f"{name}-system-lt",
-            update_default_version=True,
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1
-            ),
-            block_device_mappings=[
-                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name="/dev/xvda",
-                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=50, volume_type="gp3", encrypted="true"
-                    ),
-                )
-            ],
-            opts=child,
+        template = launch_template(
+            f"{name}-system-lt", root_volume_gib=SYSTEM_ROOT_VOLUME_GIB, opts=child
         )
         return aws.eks.NodeGroup(
             f"{name}-system",

@@ -72,7 +72,11 @@ def is_label_key(key: str) -> bool:
 
 
 def check_labels(
-    labels: Mapping[str, str], *, field: str = "labels", reserved: Iterable[str] = ()
+    labels: Mapping[str, str],
+    *,
+    field: str = "labels",
+    reserved: Iterable[str] = (),
+    reserved_by: str = "the project",
 ) -> dict[str, str]:
     """Validate Kubernetes labels.
 
@@ -80,6 +84,7 @@ def check_labels(
         labels: Keys and values.
         field: The field named in errors.
         reserved: Exact keys the caller sets itself (refused here).
+        reserved_by: Who sets them, for the error.
 
     Raises:
         ValueError: naming the field, the key and what would be valid.
@@ -90,14 +95,14 @@ def check_labels(
             raise ValueError(f"{field}: keys and values must be strings")
         if not is_label_key(key):
             raise ValueError(
-                f"{field}: {key!r} is not a Kubernetes label key ([prefix/]name, the name at "
+                f"{field}: {key!r} is not a valid Kubernetes label key ([prefix/]name, the name at "
                 "most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
             )
         if key in reserved:
-            raise ValueError(f"{field}: {key!r} is set by the project itself")
+            raise ValueError(f"{field}: {key!r} is set by {reserved_by} itself")
         if not LABEL_VALUE_RE.match(value):
             raise ValueError(
-                f"{field}: the value of {key!r} is not a Kubernetes label value (at most 63 "
+                f"{field}: the value of {key!r} is not a valid Kubernetes label value (at most 63 "
                 "letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
             )
     return dict(labels)
@@ -121,6 +126,31 @@ def check_user_labels(labels: Mapping[str, str], field: str = "labels") -> dict[
                 f"({', '.join(RESERVED_LABEL_DOMAINS)}); use a prefix of your own"
             )
     return dict(labels)
+
+
+def check_taint_key(value: str, field: str = "taint_key") -> str:
+    """A taint key: a qualified name, like a label key."""
+    if not is_label_key(value):
+        raise ValueError(f"{field}: {value!r} is not a qualified Kubernetes key ([prefix/]name)")
+    return value
+
+
+#: A Karpenter duration (``10m``, ``720h``), or ``Never``.
+DURATION_RE = re.compile(r"^(\d+[smh])+$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(value: str, field: str) -> float:
+    """Seconds of a Karpenter duration; ``Never`` is infinite.
+
+    Raises:
+        ValueError: naming the field when it is neither.
+    """
+    if value == "Never":
+        return float("inf")
+    if not DURATION_RE.match(value):
+        raise ValueError(f"{field}: {value!r} is not a duration like '10m' or '720h', or 'Never'")
+    return float(sum(int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"(\d+)([smh])", value)))
 
 
 def check_dns_label(value: str, field: str) -> str:

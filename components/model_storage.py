@@ -66,6 +66,12 @@ from components.storage.download import (
     download_container,
     download_env,
 )
+from components.storage.filesystems import (
+    StaticVolume,
+    efs_volume,
+    fsx_volume,
+    subnet_count,
+)
 from components.storage.policies import s3_read_policy, s3_write_policy
 
 __all__ = [
@@ -83,11 +89,6 @@ __all__ = [
 MOUNT_ROOT = "/models"
 #: The pod volume's name; the service mounts it by this name.
 VOLUME_NAME = "models"
-#: FSx for Lustre LNET ports (AWS FSx for Lustre user guide, "File system
-#: access control with Amazon VPC"): 988, and 1018-1023.
-LUSTRE_PORTS = ((988, 988), (1018, 1023))
-NFS_PORT = 2049
-
 _ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany")
 _VOLUME_KINDS = (StorageKind.FSX, StorageKind.EFS, StorageKind.PVC)
 
@@ -195,7 +196,7 @@ def _validate(name: str, a: ModelStorageArgs) -> str:
                 "subnet_count: private_subnet_ids is an Output, so say how many subnets it "
                 "holds (one EFS mount target is created per subnet)"
             )
-        count = _subnet_count(a)
+        count = subnet_count(a)
         if count < 1:
             raise ValueError("private_subnet_ids: EFS needs at least one subnet for a mount target")
     if kind is StorageKind.S3:
@@ -212,17 +213,6 @@ def _validate(name: str, a: ModelStorageArgs) -> str:
                 "role; give the cluster's oidc_provider_arn and oidc_issuer"
             )
     return prefix
-
-
-def _subnet_count(a: ModelStorageArgs) -> int:
-    if a.subnet_count:
-        return a.subnet_count
-    assert isinstance(a.private_subnet_ids, Sequence)
-    return len(a.private_subnet_ids)
-
-
-def _subnet(ids: pulumi.Input[Sequence[pulumi.Input[str]]], i: int) -> pulumi.Output[str]:
-    return pulumi.Output.from_input(ids).apply(lambda s: s[i])
 
 
 class ModelStorage(pulumi.ComponentResource):
@@ -420,114 +410,14 @@ class ModelStorage(pulumi.ComponentResource):
         self.claim_name = pvc.metadata.name
 
     def _fsx(self) -> None:
-        a, name = self._args, self._name
-        assert a.private_subnet_ids is not None and a.cluster_security_group_id is not None
-        lnet = [
-            aws.ec2.SecurityGroupIngressArgs(
-                protocol="tcp",
-                from_port=lo,
-                to_port=hi,
-                security_groups=[a.cluster_security_group_id],
-                # Lustre servers of one file system also talk to each other.
-                self=True,
-                description=f"Lustre LNET {lo}-{hi} from cluster nodes",
-            )
-            for lo, hi in LUSTRE_PORTS
-        ]
-        sg = aws.ec2.SecurityGroup(
-            f"{name}-fsx",
-            vpc_id=a.vpc_id,
-            description=f"FSx for Lustre of {name}: LNET from the cluster",
-            ingress=lnet,
-            egress=[{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}],
-            tags={**self._tags, "Name": f"{name}-fsx"},
-            opts=self._child(),
-        )
-        # Lustre clients accept connections from the servers on the same ports;
-        # these rules go on the nodes' group and leave with the endpoint.
-        for lo, hi in LUSTRE_PORTS:
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-fsx-client-{lo}",
-                security_group_id=a.cluster_security_group_id,
-                referenced_security_group_id=sg.id,
-                ip_protocol="tcp",
-                from_port=lo,
-                to_port=hi,
-                description=f"Lustre LNET {lo}-{hi} from FSx {name}",
-                opts=self._child(),
-            )
-        fs = aws.fsx.LustreFileSystem(
-            f"{name}-fsx",
-            deployment_type="SCRATCH_2",
-            storage_capacity=a.size_gib,
-            # SCRATCH file systems live in one subnet (one AZ).
-            subnet_ids=_subnet(a.private_subnet_ids, 0),
-            security_group_ids=[sg.id],
-            data_compression_type="LZ4",
-            tags={**self._tags, "Name": f"{name}-models"},
-            opts=self._child(),
-        )
-        self.file_system_id = fs.id
-        self._static_claim(
-            {
-                "driver": "fsx.csi.aws.com",
-                "volumeHandle": fs.id,
-                "volumeAttributes": {"dnsname": fs.dns_name, "mountname": fs.mount_name},
-            },
-            "ReadWriteMany",
-            ["flock"],
-        )
+        self._static(fsx_volume(self._name, self._args, self._tags, self._child()))
 
     def _efs(self) -> None:
-        a, name = self._args, self._name
-        depends: list[pulumi.Resource] = []
-        if a.file_system_id:
-            fs_id: pulumi.Output[str] = pulumi.Output.from_input(a.file_system_id)
-        else:
-            assert a.private_subnet_ids is not None and a.cluster_security_group_id is not None
-            fs = aws.efs.FileSystem(
-                f"{name}-efs",
-                encrypted=True,
-                performance_mode="generalPurpose",
-                throughput_mode="elastic",
-                tags={**self._tags, "Name": f"{name}-models"},
-                opts=self._child(),
-            )
-            sg = aws.ec2.SecurityGroup(
-                f"{name}-efs",
-                vpc_id=a.vpc_id,
-                description=f"EFS of {name}: NFS from the cluster",
-                ingress=[
-                    {
-                        "protocol": "tcp",
-                        "from_port": NFS_PORT,
-                        "to_port": NFS_PORT,
-                        "security_groups": [a.cluster_security_group_id],
-                        "description": "NFS from cluster nodes",
-                    }
-                ],
-                egress=[
-                    {"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}
-                ],
-                tags={**self._tags, "Name": f"{name}-efs"},
-                opts=self._child(),
-            )
-            for i in range(_subnet_count(a)):
-                depends.append(
-                    aws.efs.MountTarget(
-                        f"{name}-efs-{i}",
-                        file_system_id=fs.id,
-                        subnet_id=_subnet(a.private_subnet_ids, i),
-                        security_groups=[sg.id],
-                        opts=self._child(),
-                    )
-                )
-            fs_id = fs.id
-        self.file_system_id = fs_id
-        # The PV waits for the mount targets: a mount before they exist fails.
-        self._static_claim(
-            {"driver": "efs.csi.aws.com", "volumeHandle": fs_id}, "ReadWriteMany", None, depends
-        )
+        self._static(efs_volume(self._name, self._args, self._tags, self._child()))
+
+    def _static(self, vol: StaticVolume) -> None:
+        self.file_system_id = vol.file_system_id
+        self._static_claim(vol.csi, vol.access_mode, vol.mount_options, vol.depends_on)
 
     def _dynamic_claim(self) -> None:
         a, name = self._args, self._name

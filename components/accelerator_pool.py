@@ -33,6 +33,7 @@ from components import _versions, rules
 from components.catalog import Accelerator, InstanceType, get_instance
 from components.config import CapacityType, PoolMode
 from components.node_hardening import ROOT_VOLUME_RANGE, launch_template, node_class_hardening
+from components.pool_rules import check_pool_instances
 
 #: Node label naming the pool; workloads select on it.
 POOL_LABEL = "llm-endpoints/pool"
@@ -166,23 +167,16 @@ def _instances(args: AcceleratorPoolArgs) -> list[InstanceType]:
             inst = get_instance(name)
         except ValueError as e:
             raise ValueError(f"instance_types: {e}".replace("instance_type: ", "")) from None
-        if inst.accelerator is not args.accelerator:
-            raise ValueError(
-                f"instance_types: {inst.name} has {inst.accelerator.value} accelerators but "
-                f"the pool's accelerator is {args.accelerator.value}"
-            )
-        if args.mode is PoolMode.AUTO_MODE and not inst.auto_mode:
-            # Auto Mode offers a fixed list of instance types; p4de and p5en are
-            # not on it (docs.aws.amazon.com/eks/latest/userguide/automode-learn-instances.html).
-            raise ValueError(
-                f"instance_types: {inst.name} is not offered by EKS Auto Mode; use pool mode "
-                "'karpenter' or 'managed', or another instance type"
-            )
-        if args.efa and not inst.efa:
-            raise ValueError(f"efa: {inst.name} has no Elastic Fabric Adapter")
         out.append(inst)
     if len({i.name for i in out}) != len(out):
         raise ValueError("instance_types: duplicate instance type")
+    check_pool_instances(
+        out,
+        mode=args.mode.value,
+        accelerator=args.accelerator,
+        efa=args.efa,
+        max_nodes=args.max_nodes,
+    )
     return out
 
 
@@ -206,10 +200,6 @@ def _validate(name: str, args: AcceleratorPoolArgs) -> list[InstanceType]:
             "mode: an Auto Mode cluster provisions nodes itself and runs no Karpenter of ours; "
             "use 'auto-mode' or 'managed'"
         )
-    if args.efa and args.mode in (PoolMode.KARPENTER, PoolMode.AUTO_MODE):
-        # EFA for multi-node serving needs a cluster placement group, which
-        # NodePools cannot express; the managed pool creates one.
-        raise ValueError("efa: EFA pools need mode 'managed' (EFA interfaces + placement group)")
     instances = _instances(args)
     if args.max_nodes < 1:
         raise ValueError(f"max_nodes: must be at least 1, got {args.max_nodes}")
@@ -266,22 +256,6 @@ def _validate_managed(
         raise ValueError("capacity_types: a managed node group takes exactly one capacity type")
     if args.subnet_index < 0:
         raise ValueError(f"subnet_index: must be >= 0, got {args.subnet_index}")
-    if args.max_nodes > 1:
-        # A multi-node managed pool serves one model across nodes (LeaderWorkerSet
-        # TP x PP); without EFA the inter-node traffic crawls over TCP.
-        lacking = [i.name for i in instances if not i.efa]
-        if lacking:
-            raise ValueError(
-                f"instance_types: a multi-node managed pool needs EFA-capable instance types; "
-                f"{', '.join(lacking)} have none"
-            )
-        if not args.efa:
-            raise ValueError("efa: a multi-node managed pool needs efa: true")
-    if len({i.efa for i in instances}) > 1 and args.efa:
-        raise ValueError(
-            "instance_types: a launch template has one set of EFA interfaces; use instance "
-            "types with the same EFA count"
-        )
 
 
 class AcceleratorPool(pulumi.ComponentResource):

@@ -26,6 +26,7 @@ from pydantic import (
 
 from components import rules
 from components.catalog import INSTANCES, Accelerator, DType, get_instance, get_model
+from components.pool_rules import check_pool_instances
 from components.rules import (
     MODEL_ALIAS_RE,
     NAME_RE,
@@ -190,45 +191,17 @@ class StorageSpec(_Model):
     #: Download the weights once into the volume with a Job before serving.
     prefetch: bool = False
 
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, v: str | None) -> str | None:
-        return None if v is None else rules.check_prefix(v)
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket(cls, v: str | None) -> str | None:
-        return None if v is None else rules.check_bucket(v)
-
-    @field_validator("storage_class")
-    @classmethod
-    def _storage_class(cls, v: str | None) -> str | None:
-        return None if v is None else rules.check_dns_subdomain(v, "storage.storage_class")
-
-    @field_validator("file_system_id")
-    @classmethod
-    def _file_system(cls, v: str | None) -> str | None:
-        return None if v is None else rules.check_efs_id(v)
-
     @model_validator(mode="after")
     def _kind_fields(self) -> Self:
-        only = {
-            "bucket": (StorageKind.S3,),
-            "storage_class": (StorageKind.PVC,),
-            "file_system_id": (StorageKind.EFS,),
-        }
-        for fld, kinds in only.items():
-            if getattr(self, fld) is not None and self.kind not in kinds:
-                raise ValueError(
-                    f"storage.{fld} applies only to storage.kind "
-                    + " or ".join(repr(k.value) for k in kinds)
-                )
-        if self.kind is StorageKind.FSX:
-            rules.check_fsx_size(self.size_gib)
-        if self.prefetch and self.kind is StorageKind.NONE:
-            raise ValueError(
-                "storage.prefetch needs a volume: set storage.kind to fsx, s3, efs or pvc"
-            )
+        rules.check_storage(
+            self.kind.value,
+            size_gib=self.size_gib,
+            prefetch=self.prefetch,
+            bucket=self.bucket,
+            storage_class=self.storage_class,
+            file_system_id=self.file_system_id,
+            prefix=self.prefix,
+        )
         return self
 
 
@@ -265,8 +238,12 @@ class VllmSpec(_Model):
         return check_extra_args(v)
 
 
-class EndpointSpec(_Model):
-    """Everything needed to build one model endpoint.
+class EndpointRequest(_Model):
+    """What a request may set about an endpoint: everything but where it runs.
+
+    The HTTP request model derives from this one, so the API and stack files
+    share every field and rule; :class:`EndpointSpec` adds the placement
+    (``cluster``, ``pool``) and the rules across fields.
 
     Attributes:
         name: Endpoint name; names the stack and every object.
@@ -282,26 +259,26 @@ class EndpointSpec(_Model):
         ttl: Time to live (``8h``); None for endpoints that never expire.
         namespace: Kubernetes namespace.
         open_webui: Deploy Open WebUI pointed at the endpoint.
+        storage: Where the weights live.
+        exposure: Who may call the endpoint.
+        vllm: vLLM settings.
+        labels: Extra labels on every object and node.
     """
 
-    name: str
-    model: str
+    name: str = Field(max_length=rules.MAX_STRING_LEN)
+    model: str = Field(max_length=rules.MODEL_ID_MAX_LEN)
     custom_model: CustomModel | None = None
     accelerator: Accelerator | None = None
-    instance_type: str | None = None
+    instance_type: str | None = Field(default=None, max_length=rules.INSTANCE_TYPE_MAX_LEN)
     tensor_parallel: int | None = Field(default=None, ge=1, le=64)
     pipeline_parallel: int = Field(default=1, ge=1, le=16)
     serving: ServingMode = ServingMode.DEPLOYMENT
     replicas: int = Field(default=1, ge=1, le=16)
-    ttl: str | None = None
+    ttl: str | None = Field(default=None, max_length=rules.TTL_MAX_LEN)
     #: None: a namespace of the endpoint's own, named after it, created and
     #: deleted with it. A given namespace must already exist.
-    namespace: str | None = None
+    namespace: str | None = Field(default=None, max_length=rules.MAX_STRING_LEN)
     open_webui: bool = False
-    cluster: ClusterSpec = Field(
-        default_factory=lambda: ClusterSpec(mode=ClusterMode.EXISTING, render_dir="rendered")
-    )
-    pool: PoolSpec = Field(default_factory=PoolSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     exposure: ExposureSpec = Field(default_factory=ExposureSpec)
     vllm: VllmSpec = Field(default_factory=VllmSpec)
@@ -336,6 +313,20 @@ class EndpointSpec(_Model):
         if v is not None:
             parse_ttl(v)
         return v
+
+
+class EndpointSpec(EndpointRequest):
+    """Everything needed to build one model endpoint: the request and where it runs.
+
+    Attributes:
+        cluster: Which cluster the endpoint lands on.
+        pool: How its accelerator nodes are provisioned.
+    """
+
+    cluster: ClusterSpec = Field(
+        default_factory=lambda: ClusterSpec(mode=ClusterMode.EXISTING, render_dir="rendered")
+    )
+    pool: PoolSpec = Field(default_factory=PoolSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -386,12 +377,26 @@ class EndpointSpec(_Model):
                     f"storage.kind: {self.storage.kind.value!r} creates AWS resources, which "
                     "cluster.mode 'existing' cannot; use 'pvc' or 'none'"
                 )
+        if self.resolved_pool_mode is not PoolMode.NONE:
+            check_pool_instances(
+                [get_instance(i) for i in self.pool.instance_types],
+                mode=self.resolved_pool_mode.value,
+                accelerator=self.resolved_accelerator,
+                efa=self.pool.efa,
+                max_nodes=self.pool_max_nodes,
+                field_prefix="pool.",
+            )
         if self.cluster.auto_mode and self.pool.mode is PoolMode.KARPENTER:
             raise ValueError(
                 "pool.mode: an Auto Mode cluster provisions nodes itself; use 'auto-mode' "
                 "or 'managed', not 'karpenter'"
             )
         return self
+
+    @property
+    def pool_max_nodes(self) -> int:
+        """Most nodes the pool may run: the spec's, or what the replicas need."""
+        return max(self.pool.max_nodes, self.pipeline_parallel * self.replicas)
 
     @property
     def resolved_accelerator(self) -> Accelerator:

@@ -127,7 +127,7 @@ def build_endpoint(
             accelerator=plan.accelerator,
             instance_types=[plan.instance_type, *spec.pool.instance_types],
             capacity_types=spec.pool.capacity_types,
-            max_nodes=max(spec.pool.max_nodes, plan.nodes * spec.replicas),
+            max_nodes=spec.pool_max_nodes,
             efa=spec.pool.efa,
             cluster_auto_mode=spec.cluster.auto_mode,
             cluster_name=cluster.cluster_name,

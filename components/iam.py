@@ -22,6 +22,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components import rules
+
 
 class IamMode(StrEnum):
     """How workloads get AWS credentials.
@@ -166,6 +168,7 @@ def service_account_role(
         description=f"llm-endpoints {sa.namespace}/{sa.name}",
         assume_role_policy=trust_policy(identity, sa),
         tags=tags,
+        name_prefix=rules.name_prefix_for("aws:iam/role:Role", name),
         opts=opts,
     )
 

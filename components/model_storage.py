@@ -160,29 +160,17 @@ def _validate(name: str, a: ModelStorageArgs) -> str:
     rules.check_dns_label(a.namespace, "namespace")
     prefix = rules.check_prefix(a.prefix if a.prefix is not None else a.model_id, "prefix")
     rules.check_labels(a.labels)
-    if a.size_gib < 1:
-        raise ValueError(f"size_gib: must be at least 1, got {a.size_gib}")
-    if kind is StorageKind.FSX:
-        rules.check_fsx_size(a.size_gib, "size_gib")
-    if a.bucket is not None:
-        if kind is not StorageKind.S3:
-            raise ValueError("bucket: applies only to kind 's3'")
-        rules.check_bucket(a.bucket, "bucket")
-    if a.storage_class is not None:
-        if kind is not StorageKind.PVC:
-            raise ValueError("storage_class: applies only to kind 'pvc'")
-        rules.check_dns_subdomain(a.storage_class, "storage_class")
+    rules.check_storage(
+        kind.value,
+        size_gib=a.size_gib,
+        prefetch=a.prefetch,
+        bucket=a.bucket,
+        storage_class=a.storage_class,
+        file_system_id=a.file_system_id,
+        field_prefix="",
+    )
     if a.access_mode not in _ACCESS_MODES:
         raise ValueError(f"access_mode: {a.access_mode!r} is not one of {', '.join(_ACCESS_MODES)}")
-    if a.file_system_id is not None:
-        if kind is not StorageKind.EFS:
-            raise ValueError("file_system_id: applies only to kind 'efs'")
-        rules.check_efs_id(a.file_system_id, "file_system_id")
-    if a.prefetch and kind is StorageKind.NONE:
-        raise ValueError(
-            "prefetch: kind 'none' has no volume to prefetch into; the weights are "
-            "downloaded at start (set kind to fsx, s3, efs or pvc to prefetch)"
-        )
     needs_network = kind is StorageKind.FSX or (kind is StorageKind.EFS and not a.file_system_id)
     if needs_network:
         for fld in ("vpc_id", "private_subnet_ids", "cluster_security_group_id"):
@@ -200,11 +188,6 @@ def _validate(name: str, a: ModelStorageArgs) -> str:
         if count < 1:
             raise ValueError("private_subnet_ids: EFS needs at least one subnet for a mount target")
     if kind is StorageKind.S3:
-        if a.bucket is None and not a.prefetch:
-            raise ValueError(
-                "prefetch: a new bucket starts empty and S3 volumes are read-only; set "
-                "prefetch: true, or give an existing bucket that holds the weights"
-            )
         if (a.oidc_provider_arn is None) != (a.oidc_issuer is None):
             raise ValueError("oidc_issuer: give both oidc_provider_arn and oidc_issuer, or neither")
         if a.prefetch and a.oidc_provider_arn is None:

@@ -125,7 +125,7 @@ Constants:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +140,7 @@ from components.catalog import (
     get_model,
 )
 from components.config import StorageKind
+from components.pool_rules import refusal as pool_refusal
 
 if TYPE_CHECKING:
     from components.config import EndpointSpec
@@ -923,11 +924,13 @@ def candidates(
     pipeline_parallel: int = 1,
     max_num_seqs: int | None = None,
     max_num_batched_tokens: int | None = None,
+    allowed: Callable[[InstanceType], bool] | None = None,
 ) -> list[Estimate]:
     """Every (instance, valid TP) considered, fitting first, then by $/h.
 
     ``accelerator`` None means the instance's accelerator when an instance is
-    given, NVIDIA otherwise (the same default as ``EndpointSpec``).
+    given, NVIDIA otherwise (the same default as ``EndpointSpec``). ``allowed``
+    limits the instance types to those a node pool can launch.
 
     Raises:
         ValueError: a bad argument, or a tensor_parallel no instance accepts.
@@ -936,8 +939,14 @@ def candidates(
     pool = (
         [instance]
         if instance is not None
-        else [i for i in INSTANCES.values() if i.accelerator is acc]
+        else [
+            i
+            for i in INSTANCES.values()
+            if i.accelerator is acc and (allowed is None or allowed(i))
+        ]
     )
+    if not pool:
+        raise PlanError(f"instance_type: the node pool can launch no {acc.value} instance type")
     out = []
     for inst in pool:
         valid = valid_tensor_parallel(model, inst)
@@ -1018,6 +1027,7 @@ def choose(
     pipeline_parallel: int = 1,
     max_num_seqs: int | None = None,
     max_num_batched_tokens: int | None = None,
+    allowed: Callable[[InstanceType], bool] | None = None,
 ) -> Estimate:
     """The cheapest candidate that fits (see :func:`candidates` for the arguments).
 
@@ -1044,6 +1054,7 @@ def choose(
         instance=instance,
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
+        allowed=allowed,
         **common,
     )
     if cands[0].fits:
@@ -1161,14 +1172,28 @@ def plan_for_spec(spec: EndpointSpec) -> Estimate:
         PlanError: nothing fits, with the numbers and what would.
         ValueError: a bad field.
     """
+    acc = spec.resolved_accelerator
+    mode = spec.resolved_pool_mode.value
+
+    def why_not(inst: InstanceType) -> tuple[str, str] | None:
+        if mode == "none":  # an existing cluster's nodes: whatever it has
+            return None
+        return pool_refusal(
+            inst, mode=mode, accelerator=acc, efa=spec.pool.efa, max_nodes=spec.pool_max_nodes
+        )
+
+    instance = get_instance(spec.instance_type) if spec.instance_type else None
+    if instance is not None and (why := why_not(instance)) is not None:
+        raise ValueError(f"instance_type: {why[1]}")
     return choose(
         model_for_spec(spec),
-        accelerator=spec.resolved_accelerator,
-        instance=get_instance(spec.instance_type) if spec.instance_type else None,
+        accelerator=acc,
+        instance=instance,
         tensor_parallel=spec.tensor_parallel,
         pipeline_parallel=spec.pipeline_parallel,
         max_model_len=spec.vllm.max_model_len,
         gpu_memory_utilization=spec.vllm.gpu_memory_utilization,
         storage=spec.storage.kind.value,
         max_num_seqs=spec.vllm.max_num_seqs,
+        allowed=lambda i: why_not(i) is None,
     )

@@ -109,4 +109,3 @@ def export_platform_outputs(cluster: Cluster) -> None:
         value = getattr(cluster, out.attribute)
         # Cluster-admin credentials: never in plain text in state or outputs.
         pulumi.export(key, pulumi.Output.secret(value) if key == OUT_KUBECONFIG else value)
-

@@ -19,6 +19,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 
+# -- sizes ---------------------------------------------------------------------------
+
+#: The longest free-form string a spec field takes (names, ids); anything longer
+#: is refused before any pattern is tried on it.
+MAX_STRING_LEN = 256
+INSTANCE_TYPE_MAX_LEN = 64
+
 # -- endpoint names -----------------------------------------------------------------
 
 #: Endpoint names are DNS-1035 labels (Services must start with a letter) of at
@@ -363,11 +370,76 @@ def check_fsx_size(size_gib: int, field: str = "storage.size_gib") -> int:
     return size_gib
 
 
+#: Which storage kinds each optional storage field applies to.
+STORAGE_FIELD_KINDS: Mapping[str, tuple[str, ...]] = {
+    "bucket": ("s3",),
+    "storage_class": ("pvc",),
+    "file_system_id": ("efs",),
+}
+
+
+def check_storage(
+    kind: str,
+    *,
+    size_gib: int,
+    prefetch: bool,
+    bucket: str | None = None,
+    storage_class: str | None = None,
+    file_system_id: str | None = None,
+    prefix: str | None = None,
+    field_prefix: str = "storage.",
+) -> None:
+    """The rules of a weights volume, for the spec and ModelStorage alike.
+
+    Args:
+        kind: ``fsx``, ``s3``, ``efs``, ``pvc`` or ``none``.
+        size_gib: Capacity.
+        prefetch: Whether a Job downloads the weights before serving.
+        bucket: s3: an existing bucket (None: a new one is created).
+        storage_class: pvc: the StorageClass.
+        file_system_id: efs: an existing file system.
+        prefix: The weights' folder or key prefix.
+        field_prefix: Prefix of the field names in errors (``storage.``).
+
+    Raises:
+        ValueError: naming the field.
+    """
+    given = {"bucket": bucket, "storage_class": storage_class, "file_system_id": file_system_id}
+    for fld, value in given.items():
+        if value is not None and kind not in STORAGE_FIELD_KINDS[fld]:
+            kinds = " or ".join(repr(k) for k in STORAGE_FIELD_KINDS[fld])
+            raise ValueError(f"{field_prefix}{fld}: applies only to storage kind {kinds}")
+    if bucket is not None:
+        check_bucket(bucket, f"{field_prefix}bucket")
+    if storage_class is not None:
+        check_dns_subdomain(storage_class, f"{field_prefix}storage_class")
+    if file_system_id is not None:
+        check_efs_id(file_system_id, f"{field_prefix}file_system_id")
+    if prefix is not None:
+        check_prefix(prefix, f"{field_prefix}prefix")
+    if size_gib < 1:
+        raise ValueError(f"{field_prefix}size_gib: must be at least 1, got {size_gib}")
+    if kind == "fsx":
+        check_fsx_size(size_gib, f"{field_prefix}size_gib")
+    if prefetch and kind == "none":
+        raise ValueError(
+            f"{field_prefix}prefetch: kind 'none' has no volume to prefetch into; the weights "
+            "are downloaded at start (set the kind to fsx, s3, efs or pvc to prefetch)"
+        )
+    if kind == "s3" and bucket is None and not prefetch:
+        raise ValueError(
+            f"{field_prefix}prefetch: a new bucket starts empty and S3 volumes are read-only; "
+            "set prefetch: true, or give an existing bucket that holds the weights"
+        )
+
+
 # -- AWS ----------------------------------------------------------------------------------
 
 ACM_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$")
 #: Pulumi's auto-naming appends ``-`` and 7 random hex characters to a logical name.
 AUTONAME_SUFFIX_LEN = 8
+#: A ``name_prefix`` (IAM roles, EventBridge rules): AWS appends 26 characters.
+NAME_PREFIX_MAX_LEN = 38
 #: Name limits of the AWS resources the components let Pulumi auto-name
 #: (IAM, S3, SQS, EC2 and EKS naming rules).
 AWS_NAME_LIMITS: Mapping[str, int] = {
@@ -381,3 +453,16 @@ AWS_NAME_LIMITS: Mapping[str, int] = {
     "aws:eks/nodeGroup:NodeGroup": 63,
     "aws:cloudwatch/eventRule:EventRule": 64,
 }
+
+
+def name_prefix_for(resource_type: str, logical_name: str) -> str | None:
+    """How an AWS resource is named: Pulumi's auto-name when it fits (None), else a prefix.
+
+    Pulumi names a resource ``<logical name>-<7 hex>``; past the service's
+    limit (:data:`AWS_NAME_LIMITS`) AWS refuses it, so a long logical name gets
+    a truncated ``name_prefix`` instead, and AWS appends a unique suffix.
+    Resources whose auto-name fits keep it (and so their physical names).
+    """
+    if len(logical_name) + AUTONAME_SUFFIX_LEN <= AWS_NAME_LIMITS[resource_type]:
+        return None
+    return logical_name[: NAME_PREFIX_MAX_LEN - 1].rstrip("-") + "-"

@@ -20,7 +20,7 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
-from components import _versions
+from components import _versions, rules
 from components.addons.base import ADDON_NAMESPACE, SYSTEM_LABEL, Addon, ClusterContext
 from components.iam import ServiceAccount, bind_service_account, policy_file, service_account_role
 
@@ -147,8 +147,10 @@ class Karpenter(Addon):
             opts=child,
         )
         for key, pattern in interruption_rules().items():
+            rule_name = f"{name}-karpenter-{key}"
             rule = aws.cloudwatch.EventRule(
-                f"{name}-karpenter-{key}",
+                rule_name,
+                name_prefix=rules.name_prefix_for("aws:cloudwatch/eventRule:EventRule", rule_name),
                 description=f"Karpenter interruption: {pattern['detail-type'][0]}",
                 event_pattern=json.dumps(pattern),
                 opts=child,

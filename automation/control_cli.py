@@ -24,29 +24,32 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from automation.settings import Settings
-    from automation.store import Operation, Store
+    from automation.store import Operation
+    from automation.usecases import ControlPlane, Principal
 
 #: Exit code of a command whose operation failed, or that the state refused.
 EXIT_FAILED = 1
 
 
-def _open() -> tuple[Settings, Store]:
+def _open(user: str | None = None, *, planner: bool = False) -> tuple[ControlPlane, Principal]:
+    """The use cases over the state folder, and the CLI's caller (an administrator)."""
     from automation.settings import Settings
     from automation.store import Store
+    from automation.usecases import ControlPlane, Principal, default_planner
 
     settings = Settings.from_env()
-    return settings, Store.from_settings(settings)
+    control = ControlPlane(
+        settings, Store.from_settings(settings), planner=default_planner() if planner else None
+    )
+    return control, Principal(user or os.environ.get("USER") or "cli", admin=True)
 
 
-def _user(user: str | None) -> str:
-    return user or os.environ.get("USER") or "cli"
-
-
-def _follow(settings: Settings, store: Store, op: Operation) -> int:
+def _follow(control: ControlPlane, op: Operation) -> int:
     """Run the operation here (unless a server takes it first) and stream its log."""
+    from automation.dispatcher import Dispatcher
     from automation.store import OpStatus
-    from automation.worker import Dispatcher
+
+    settings, store = control.settings, control.store
 
     dispatcher = Dispatcher(settings, store, only=[op.id])
     after = 0
@@ -83,13 +86,18 @@ def serve(
     dispatch: Annotated[
         bool, typer.Option("--dispatch/--no-dispatch", help="Run operations in this process.")
     ] = True,
+    fd: Annotated[
+        int | None,
+        typer.Option(help="Serve on this already-bound listening socket (overrides host/port)."),
+    ] = None,
 ) -> None:
     """Run the HTTP API (uvicorn) with its dispatcher."""
     import uvicorn
 
     from automation.api.main import create_app
 
-    uvicorn.run(create_app(dispatch=dispatch), host=host, port=port, ws="none", proxy_headers=False)
+    where: dict[str, Any] = {"fd": fd} if fd is not None else {"host": host, "port": port}
+    uvicorn.run(create_app(dispatch=dispatch), ws="none", proxy_headers=False, **where)
 
 
 def create(
@@ -110,8 +118,8 @@ def create(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Run it now.")] = True,
 ) -> None:
     """Create an endpoint: validate, size, record, then run its ``up``."""
-    from automation import service
     from automation.store import StoreError
+    from automation.usecases import InvalidRequest
 
     payload: dict[str, Any] = {}
     if spec_file:
@@ -138,21 +146,16 @@ def create(
         token = os.environ.get(hf_token_env)
         if not token:
             raise ValueError(f"hf_token_env: ${hf_token_env} is not set")
-    settings, store = _open()
+    control, caller = _open(user, planner=True)
     try:
-        spec = service.prepare_spec(settings, payload)
-        hints = service.plan(service.default_planner(), spec)
-    except service.InvalidRequest as e:
+        op = control.create(caller, payload, hf_token=token).operation
+    except InvalidRequest as e:
         raise ValueError("; ".join(e.details) or str(e)) from None
-    try:
-        op, _ = service.submit_create(
-            settings, store, spec, _user(user), hints=hints, hf_token=token
-        )
     except StoreError as e:
         raise _refused(e) from None
-    typer.echo(f"endpoint {spec.name}: operation {op.id} queued")
+    typer.echo(f"endpoint {name}: operation {op.id} queued")
     if wait:
-        raise typer.Exit(_follow(settings, store, op))
+        raise typer.Exit(_follow(control, op))
 
 
 def list_endpoints(
@@ -166,8 +169,8 @@ def list_endpoints(
 
     from automation.api.schemas import EndpointOut
 
-    _, store = _open()
-    eps = store.list_endpoints(user, include_destroyed=all_)
+    control, caller = _open()
+    eps = control.list_endpoints(caller, include_destroyed=all_, owner=user)
     if as_json:
         typer.echo(json.dumps([EndpointOut.of(e).model_dump(mode="json") for e in eps], indent=2))
         return
@@ -193,10 +196,9 @@ def show(name: Annotated[str, typer.Argument(help="Endpoint name.")]) -> None:
     from automation.api.schemas import EndpointOut
     from automation.store import StoreError
 
-    _, store = _open()
+    control, caller = _open()
     try:
-        ep = store.get_endpoint(name)
-        last = store.get_operation(ep.last_operation_id) if ep.last_operation_id else None
+        ep, last = control.show(caller, name)
     except StoreError as e:
         raise _refused(e) from None
     typer.echo(json.dumps(EndpointOut.of(ep, last).model_dump(mode="json"), indent=2))
@@ -208,18 +210,17 @@ def destroy(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Run it now.")] = True,
 ) -> None:
     """Destroy an endpoint (queued behind whatever runs on its stack)."""
-    from automation.store import OpKind, StoreError
+    from automation.store import StoreError
 
-    settings, store = _open()
+    control, caller = _open(user)
     try:
-        op, replayed = store.request_operation(
-            name, OpKind.DESTROY, _user(user), max_queued=settings.max_queued_per_endpoint
-        )
+        result = control.destroy(caller, name)
     except StoreError as e:
         raise _refused(e) from None
-    typer.echo(f"endpoint {name}: destroy {op.id} {'already ' if replayed else ''}queued")
+    op = result.operation
+    typer.echo(f"endpoint {name}: destroy {op.id} {'already ' if result.replayed else ''}queued")
     if wait:
-        raise typer.Exit(_follow(settings, store, op))
+        raise typer.Exit(_follow(control, op))
 
 
 def extend(
@@ -227,15 +228,14 @@ def extend(
     ttl: Annotated[str, typer.Argument(help="New time to live from now, e.g. 4h.")],
 ) -> None:
     """Set an endpoint's expiry to now + TTL (bounded by the server's maximum)."""
-    from automation.service import check_ttl
-    from automation.store import StoreError, utcnow
-    from components.config import parse_ttl
+    from automation.store import StoreError
+    from automation.usecases import InvalidRequest
 
-    settings, store = _open()
-    delta = parse_ttl(ttl)
-    check_ttl(settings, ttl)
+    control, caller = _open()
     try:
-        ep = store.extend(name, utcnow() + delta)
+        ep = control.extend(caller, name, ttl)
+    except InvalidRequest as e:
+        raise ValueError(str(e)) from None
     except StoreError as e:
         raise _refused(e) from None
     typer.echo(f"endpoint {name} now expires at {ep.expires_at}")

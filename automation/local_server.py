@@ -1,7 +1,9 @@
-"""Run ``llm-endpoints serve`` on a free loopback port for the length of a block.
+"""Run ``llm-endpoints serve`` on a loopback port for the length of a block.
 
-Used by the demo (the README's main job) and the API benchmark, which both
-drive a real server process over HTTP, and by the tests for a free port.
+Used by the demo (the README's main job), the API benchmark and the tests,
+which drive a real server over HTTP. The listening socket is bound here and
+handed to the server (``serve --fd``), so no other process can take the port
+between choosing it and listening on it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import httpx
 from automation.toolchain import REPO_ROOT
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def loopback_socket() -> socket.socket:
+    """A listening TCP socket on 127.0.0.1 with a port the OS chose."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 @contextmanager
@@ -44,15 +48,18 @@ def local_server(
     Raises:
         RuntimeError: the server exited or did not answer in time.
     """
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "automation.cli", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=dict(env),
-        stdout=subprocess.DEVNULL if quiet else None,
-        stderr=subprocess.PIPE if quiet else None,
-        start_new_session=True,
-    )
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
+    with sock:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "automation.cli", "serve", "--fd", str(sock.fileno())],
+            cwd=REPO_ROOT,
+            env=dict(env),
+            stdout=subprocess.DEVNULL if quiet else None,
+            stderr=subprocess.PIPE if quiet else None,
+            start_new_session=True,
+            pass_fds=(sock.fileno(),),
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(base, server, startup_timeout_s)

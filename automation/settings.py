@@ -1,9 +1,14 @@
-"""Control-plane settings: one frozen object, read from the environment in one place.
+"""Control-plane settings: one frozen pydantic-settings model, read in one place.
 
 Every process of the control plane (API server, worker, teardown job, CLI) builds
 its :class:`Settings` with :meth:`Settings.from_env`; the dispatcher hands the
 same values to the worker processes it starts through :meth:`Settings.to_env`,
 so a worker can never disagree with its parent about the database or backend.
+
+Sources, highest first: keyword arguments, the environment, a ``.env`` file in
+the working directory, and files in ``LLM_ENDPOINTS_SECRETS_DIR`` (one file per
+variable, named like it: ``LLM_ENDPOINTS_TOKENS``, ``LLM_ENDPOINTS_DATABASE_URL``
+— how Kubernetes and Docker mount secrets).
 
 Environment variables (all optional):
 
@@ -25,6 +30,7 @@ Environment variables (all optional):
 ``LLM_ENDPOINTS_PLATFORM_STACK``   platform stack for the ``eks`` target
 ``LLM_ENDPOINTS_BUILDER``          ``module:function`` building an endpoint
                                    (default ``components.endpoint:build_endpoint``)
+``LLM_ENDPOINTS_SECRETS_DIR``      folder of file-backed settings (see above)
 =================================  ==============================================
 """
 
@@ -32,16 +38,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from contextvars import ContextVar
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from components.config import parse_ttl
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
+
+from components.rules import parse_ttl
 
 ENV_PREFIX = "LLM_ENDPOINTS_"
 DEFAULT_BUILDER = "components.endpoint:build_endpoint"
+SECRETS_DIR_ENV = f"{ENV_PREFIX}SECRETS_DIR"
 
 
 class Target(StrEnum):
@@ -52,8 +69,22 @@ class Target(StrEnum):
     EKS = "eks"  # the shared platform stack's EKS cluster
 
 
-@dataclass(frozen=True)
-class Settings:
+#: An explicit environment for :meth:`Settings.from_env` (None: ``os.environ``).
+_EXPLICIT_ENV: ContextVar[Mapping[str, str] | None] = ContextVar("settings_env", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source over an explicit mapping (``Settings.from_env(env=...)``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = dict(env)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._mapping.items() if v != ""}
+
+
+class Settings(BaseSettings):
     """Everything the control plane is configured with.
 
     Attributes:
@@ -78,17 +109,30 @@ class Settings:
         poll_interval_s: How often a dispatcher looks at the store.
     """
 
-    state_dir: Path = field(default_factory=lambda: Path(".state"))
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    state_dir: Path = Path(".state")
     database_url: str | None = None
     backend_url: str | None = None
     tokens_file: Path | None = None
-    tokens_inline: str | None = None
-    pool_size: int = 4
-    op_time_limit_s: float = 3600.0
-    cancel_grace_s: float = 30.0
+    tokens_inline: str | None = Field(default=None, validation_alias=ENV_PREFIX + "TOKENS")
+    pool_size: int = Field(default=4, ge=1)
+    op_time_limit_s: float = Field(
+        default=3600.0, gt=0, validation_alias=ENV_PREFIX + "OP_TIME_LIMIT"
+    )
+    cancel_grace_s: float = Field(default=30.0, ge=0, validation_alias=ENV_PREFIX + "CANCEL_GRACE")
     default_ttl: str = "8h"
     max_ttl: str = "7d"
-    max_queued_per_endpoint: int = 8
+    max_queued_per_endpoint: int = Field(
+        default=8, ge=1, validation_alias=ENV_PREFIX + "MAX_QUEUED"
+    )
     target: Target = Target.RENDER
     render_root: Path | None = None
     kubeconfig: Path | None = None
@@ -96,20 +140,38 @@ class Settings:
     builder: str = DEFAULT_BUILDER
     log_max_lines: int = 2000
     log_max_bytes: int = 256 * 1024
-    poll_interval_s: float = 0.5
+    poll_interval_s: float = Field(default=0.5, gt=0, validation_alias=ENV_PREFIX + "POLL_INTERVAL")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "state_dir", Path(self.state_dir).resolve())
-        if self.pool_size < 1:
-            raise ValueError(f"pool_size: must be at least 1, got {self.pool_size}")
-        if self.op_time_limit_s <= 0:
-            raise ValueError(f"op_time_limit_s: must be positive, got {self.op_time_limit_s}")
-        if self.cancel_grace_s < 0:
-            raise ValueError(f"cancel_grace_s: must not be negative, got {self.cancel_grace_s}")
-        if self.max_queued_per_endpoint < 1:
-            raise ValueError("max_queued_per_endpoint: must be at least 1")
-        parse_ttl(self.default_ttl)
-        parse_ttl(self.max_ttl)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = _EXPLICIT_ENV.get()
+        if env is not None:  # from_env(env=...): that mapping and nothing ambient
+            return init_settings, _MappingEnvSource(settings_cls, env)
+        sources = [init_settings, env_settings, dotenv_settings]
+        if secrets := os.environ.get(SECRETS_DIR_ENV):
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets))
+        return tuple(sources)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return Path(v).resolve()
+
+    @field_validator("default_ttl", "max_ttl")
+    @classmethod
+    def _ttl(cls, v: str, info: Any) -> str:
+        parse_ttl(v, info.field_name)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
         if parse_ttl(self.default_ttl) > parse_ttl(self.max_ttl):
             raise ValueError(
                 f"default_ttl: {self.default_ttl} is longer than max_ttl {self.max_ttl}"
@@ -120,6 +182,7 @@ class Settings:
             raise ValueError("kubeconfig: the existing target needs LLM_ENDPOINTS_KUBECONFIG")
         if self.target is Target.EKS and not self.platform_stack:
             raise ValueError("platform_stack: the eks target needs LLM_ENDPOINTS_PLATFORM_STACK")
+        return self
 
     # Derived locations -------------------------------------------------------
 
@@ -161,57 +224,53 @@ class Settings:
     # Environment round trip -------------------------------------------------
 
     @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable of a field."""
+        info: FieldInfo = cls.model_fields[field]
+        alias = info.validation_alias
+        return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from ``LLM_ENDPOINTS_*`` variables; keyword overrides win."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = ENV_PREFIX + _ENV_NAMES.get(f.name, f.name.upper())
-            raw = env.get(key)
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _convert(f.name, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        """Settings from ``LLM_ENDPOINTS_*`` variables (and ``.env``, secrets); keywords win.
+
+        Args:
+            env: Read these variables instead of the process environment (and no
+                ``.env`` or secrets folder).
+            overrides: Field values; None values are ignored.
+
+        Raises:
+            ValueError: one line per bad setting, naming its variable.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        token = _EXPLICIT_ENV.set(env)
+        try:
+            return cls(**given)
+        except ValidationError as e:
+            raise ValueError(_describe(cls, e)) from None
+        finally:
+            _EXPLICIT_ENV.reset(token)
 
     def to_env(self) -> dict[str, str]:
         """The variables that make :meth:`from_env` rebuild these settings."""
         out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            out[ENV_PREFIX + _ENV_NAMES.get(f.name, f.name.upper())] = str(value)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                out[self.env_name(name)] = str(value)
         return out
 
     def with_(self, **changes: Any) -> Settings:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with some fields changed (validated again)."""
+        return type(self).from_env(env={}, **{**self.model_dump(), **changes})
 
 
-_ENV_NAMES = {
-    "op_time_limit_s": "OP_TIME_LIMIT",
-    "cancel_grace_s": "CANCEL_GRACE",
-    "tokens_inline": "TOKENS",
-    "max_queued_per_endpoint": "MAX_QUEUED",
-    "poll_interval_s": "POLL_INTERVAL",
-}
-_PATHS = {"state_dir", "tokens_file", "render_root", "kubeconfig"}
-_INTS = {"pool_size", "max_queued_per_endpoint", "log_max_lines", "log_max_bytes"}
-_FLOATS = {"op_time_limit_s", "cancel_grace_s", "poll_interval_s"}
-
-
-def _convert(name: str, raw: str) -> Any:
-    try:
-        if name in _PATHS:
-            return Path(raw)
-        if name in _INTS:
-            return int(raw)
-        if name in _FLOATS:
-            return float(raw)
-        if name == "target":
-            return Target(raw)
-    except ValueError:
-        key = ENV_PREFIX + _ENV_NAMES.get(name, name.upper())
-        raise ValueError(f"{key}: {raw!r} is not a valid {name}") from None
-    return raw
+def _describe(cls: type[Settings], err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = str(e["loc"][0]) if e["loc"] else ""
+        field = loc.removeprefix(ENV_PREFIX).lower()
+        name = cls.env_name(field) if field in cls.model_fields else loc
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {msg}" if name and not msg.startswith(f"{field}:") else msg)
+    return "\n".join(lines)

@@ -30,7 +30,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +41,8 @@ from urllib.parse import unquote, urlparse
 import pulumi
 from pulumi import automation as auto
 
+from automation.procs import process_started_after
+from automation.secrets import Scrubber
 from automation.settings import Settings
 from automation.toolchain import (
     REPO_ROOT,
@@ -144,25 +146,6 @@ def _changes(changes: Mapping[Any, int] | None) -> dict[str, int]:
 
 def _noop_program() -> None:
     """Program for operations that never run one (destroy, refresh, export)."""
-
-
-class Scrubber:
-    """Removes known secret values (and anything shaped like an HF token) from text."""
-
-    HF_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
-
-    def __init__(self, secrets: Sequence[str | None] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def add(self, secret: str | None) -> None:
-        """Also scrub ``secret``."""
-        if secret and len(secret) >= 4 and secret not in self.secrets:
-            self.secrets = sorted([*self.secrets, secret], key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "[secret]")
-        return self.HF_TOKEN_RE.sub("[secret]", text)
 
 
 _SECTION_END = re.compile(r"\n(?:Resources:|Outputs:|Duration:|\s*stderr:)")
@@ -359,8 +342,6 @@ class StackService:
         its pid no longer runs or now belongs to a process that started after
         the lock was taken (pid reuse).
         """
-        from automation.worker import process_started_after
-
         stale, live = [], []
         host = socket.gethostname()
         for path in self._lock_files(name):

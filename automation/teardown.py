@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from automation.dispatcher import Dispatcher, Launcher
 from automation.settings import Settings
 from automation.store import EXPIRABLE, EndpointStatus, OpStatus, Store, utcnow
-from automation.worker import Dispatcher, Launcher
 
 REQUESTED_BY = "teardown"
 
@@ -91,7 +91,7 @@ def run_teardown(
         raise ValueError(f"attempts: must be at least 1, got {attempts}")
     store = store or Store.from_settings(settings)
     report = TeardownReport(dry_run=dry_run)
-    statuses = (*EXPIRABLE, EndpointStatus.DESTROY_FAILED.value) if retry_failed else EXPIRABLE
+    statuses = (*EXPIRABLE, EndpointStatus.DESTROY_FAILED) if retry_failed else EXPIRABLE
     dispatcher = Dispatcher(settings, store, only=(), launcher=launcher)
     dispatcher.tick()  # recover operations a crash left running before judging anything
 

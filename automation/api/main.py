@@ -25,13 +25,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from automation.api.deps import AppContext, Planner, TokenRegistry
+from automation.api.deps import AppContext
 from automation.api.routes import endpoints, health, operations
 from automation.api.schemas import ErrorBody
-from automation.service import default_planner
+from automation.auth import TokenRegistry
+from automation.dispatcher import Dispatcher, Launcher
 from automation.settings import Settings
 from automation.store import Conflict, IdempotencyMismatch, NotFound, Store
-from automation.worker import Dispatcher, Launcher
+from automation.usecases import ControlPlane, InvalidRequest, Planner, default_planner
 
 log = logging.getLogger("llm_endpoints.api")
 
@@ -105,6 +106,10 @@ def _install_handlers(app: FastAPI) -> None:
     async def conflict(_req: Request, exc: Conflict) -> JSONResponse:
         return _error(409, "conflict", str(exc))
 
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_req: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error(422, exc.code, str(exc), exc.details)
+
     @app.exception_handler(IdempotencyMismatch)
     async def idem(_req: Request, exc: IdempotencyMismatch) -> JSONResponse:
         return _error(422, "idempotency_key_reused", str(exc))
@@ -145,7 +150,8 @@ def create_app(
         if not len(tokens):
             log.warning("no API tokens configured: every request but /healthz gets 401")
         dispatcher = Dispatcher(settings, store, launcher=launcher) if dispatch else None
-        app.state.ctx = AppContext(settings, store, tokens, dispatcher, chosen)
+        control = ControlPlane(settings, store, planner=chosen, dispatcher=dispatcher)
+        app.state.ctx = AppContext(settings, store, tokens, control)
         if dispatcher is not None:
             await run_in_threadpool(dispatcher.start)
         try:

@@ -13,14 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from automation.store import Endpoint, EndpointStatus, Operation, OpKind, OpStatus
-from components.catalog import Accelerator
-from components.config import (
-    CustomModel,
-    ExposureSpec,
-    ServingMode,
-    StorageSpec,
-    VllmSpec,
-)
+from components.config import EndpointRequest
 
 
 class ErrorDetail(BaseModel):
@@ -40,11 +33,12 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class CreateEndpointRequest(BaseModel):
-    """A new endpoint. Where it runs (cluster, node pool) is the server's choice."""
+class CreateEndpointRequest(EndpointRequest):
+    """A new endpoint: the spec's request fields (:class:`~components.config.EndpointRequest`,
+    the same rules as a stack file's) plus the Hugging Face token. Where it runs
+    (cluster, node pool) is the server's choice."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -57,33 +51,15 @@ class CreateEndpointRequest(BaseModel):
         },
     )
 
-    name: str = Field(
-        max_length=63, description="DNS-1123 label, at most 40 characters; names the stack"
-    )
-    model: str = Field(max_length=200, description="catalog model id or alias")
-    custom_model: CustomModel | None = None
-    accelerator: Accelerator | None = None
-    instance_type: str | None = Field(
-        default=None, max_length=64, description="EC2 instance type; omit to let the planner choose"
-    )
-    tensor_parallel: int | None = Field(default=None, ge=1, le=64)
-    pipeline_parallel: int | None = Field(default=None, ge=1, le=16)
-    serving: ServingMode | None = None
-    replicas: int | None = Field(default=None, ge=1, le=16)
-    ttl: str | None = Field(
-        default=None, max_length=16, description="time to live, e.g. '30m', '8h', '2d'"
-    )
-    namespace: str | None = Field(default=None, max_length=63)
-    open_webui: bool | None = None
-    storage: StorageSpec | None = None
-    exposure: ExposureSpec | None = None
-    vllm: VllmSpec | None = None
-    labels: dict[str, str] | None = None
     hf_token: SecretStr | None = Field(
         default=None,
         max_length=512,
         description="Hugging Face token for gated models; stored only as a Pulumi secret",
     )
+
+    def payload(self) -> dict[str, Any]:
+        """The spec fields the caller set (no token): what the server completes and records."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"hf_token"})
 
 
 class ExtendRequest(BaseModel):

@@ -6,7 +6,6 @@ look at the store to see what a request did (and did not) record.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,28 +16,14 @@ from fastapi.testclient import TestClient
 from automation.api.main import create_app
 from automation.settings import Settings
 from automation.store import Store
+from tests.support import ADMIN, ALICE, BOB, TOKENS_JSON, request
 
-TOKENS = {
-    "alice-token-0123456789": {"user": "alice"},
-    "bob-token-0123456789ab": {"user": "bob"},
-    "admin-token-0123456789": {"user": "root", "admin": True},
-}
-ALICE = {"Authorization": "Bearer alice-token-0123456789"}
-BOB = {"Authorization": "Bearer bob-token-0123456789ab"}
-ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
-
-MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
+__all__ = ["ADMIN", "ALICE", "BOB", "body"]
 
 
 def body(name: str, **extra: Any) -> dict[str, Any]:
     """A create request that the real planner accepts."""
-    return {
-        "name": name,
-        "model": MODEL,
-        "instance_type": "g5.xlarge",
-        "vllm": {"max_model_len": 8192},
-        **extra,
-    }
+    return request(name, **extra)
 
 
 @pytest.fixture
@@ -46,7 +31,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         state_dir=tmp_path / "state",
         render_root=tmp_path / "rendered",
-        tokens_inline=json.dumps(TOKENS),
+        tokens_inline=TOKENS_JSON,
         max_queued_per_endpoint=4,
         max_ttl="2d",
     )

@@ -15,19 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from automation.api.deps import TokenRegistry, parse_tokens
-from automation.settings import Settings
-from automation.stacks import Scrubber, sanitize_error, stack_name
-from automation.store import EndpointStatus, Operation, OpStatus, Store
-from automation.worker import (
+from automation.auth import TokenRegistry, parse_tokens
+from automation.dispatcher import Dispatcher
+from automation.procs import (
     BOOT_ID,
     HOST,
-    Dispatcher,
     is_alive,
     pid_start,
     process_started_after,
     session_members,
 )
+from automation.secrets import Scrubber
+from automation.settings import Settings
+from automation.stacks import sanitize_error, stack_name
+from automation.store import EndpointStatus, Operation, OpStatus, Store
 
 SPEC = {"name": "w", "model": "m"}
 
@@ -109,7 +110,7 @@ def test_a_running_operation_of_a_dead_worker_is_interrupted_on_restart(
     op = store.get_operation(op_id)
     assert op.status is OpStatus.RUNNING and op.pid == procs[0].pid
     assert store.get_endpoint("w").lock_op_id == op_id
-    from automation.worker import owner_of
+    from automation.procs import owner_of
 
     store.mark_started(op_id, owner_of(procs[0].pid))
     _wait(lambda: len(session_members(procs[0].pid)) == 2)

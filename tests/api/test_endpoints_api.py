@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
+from automation.procs import owner_of
+from automation.secrets import secret_path
 from automation.settings import Settings
 from automation.store import EndpointStatus, OpKind, OpStatus, Store, utcnow
-from automation.worker import owner_of, secret_path
 from tests.api.conftest import ADMIN, ALICE, BOB, body
 
 CANARY = "hf_CANARYapiTEST0123456789abcdef"

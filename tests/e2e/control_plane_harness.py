@@ -4,29 +4,18 @@ server, waiting for operations and looking at the local backend."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
-from automation.api.main import create_app
-from automation.local_server import free_port
 from automation.settings import Settings
 from automation.toolchain import run_pulumi
 from tests.e2e.control_plane_support import BUILDER
+from tests.support import ADMIN, ALICE, BOB, MODEL, TOKENS_JSON, ThreadServer, request
 
-TOKENS = {
-    "alice-e2e-token-0123456789": {"user": "alice"},
-    "bob-e2e-token-0123456789ab": {"user": "bob"},
-    "admin-e2e-token-0123456789": {"user": "root", "admin": True},
-}
-ALICE = {"Authorization": "Bearer alice-e2e-token-0123456789"}
-BOB = {"Authorization": "Bearer bob-e2e-token-0123456789ab"}
-ADMIN = {"Authorization": "Bearer admin-e2e-token-0123456789"}
-MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
+__all__ = ["ADMIN", "ALICE", "BOB", "MODEL", "Server", "make_settings", "request", "wait_op"]
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -35,7 +24,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "state_dir": tmp_path / "state",
         "render_root": tmp_path / "rendered",
         "builder": BUILDER,
-        "tokens_inline": json.dumps(TOKENS),
+        "tokens_inline": TOKENS_JSON,
         "pool_size": 4,
         "poll_interval_s": 0.1,
         "op_time_limit_s": 120,
@@ -45,49 +34,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def request(name: str, **extra: Any) -> dict[str, Any]:
-    """A create request the real planner accepts."""
-    return {
-        "name": name,
-        "model": MODEL,
-        "instance_type": "g5.xlarge",
-        "vllm": {"max_model_len": 8192},
-        **extra,
-    }
-
-
-class Server:
-    """The API (with its dispatcher) under uvicorn on a free 127.0.0.1 port, in a thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            ws="none",
-            lifespan="on",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    def client(self, headers: dict[str, str] | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers=headers or {}, timeout=30.0)
+class Server(ThreadServer):
+    """The API with its dispatcher, on loopback, for one test."""
 
 
 def wait_op(client: httpx.Client, op_id: str, timeout: float = 90.0) -> dict[str, Any]:

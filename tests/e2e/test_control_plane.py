@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from automation.procs import session_members
 from automation.store import EndpointStatus, OpStatus, Store
-from automation.worker import session_members
 from tests.e2e.control_plane_harness import (
     ADMIN,
     ALICE,

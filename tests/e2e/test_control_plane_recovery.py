@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from automation.procs import kill_session, session_members
 from automation.settings import Settings
 from automation.stacks import StackService
-from automation.store import EndpointStatus, OpStatus, Store
-from automation.worker import kill_session, session_members
+from automation.store import CancelReason, EndpointStatus, OpStatus, Store
 from components.config import parse_spec
 from tests.e2e.control_plane_harness import (
     ALICE,
@@ -100,15 +100,15 @@ def test_time_limit_stops_an_operation_as_timed_out(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, op_time_limit_s=4, cancel_grace_s=2)
     store = Store.from_settings(settings)
     with Server(settings) as srv, srv.client(ALICE) as c:
-        t0 = time.monotonic()
         op_id = c.post("/v1/endpoints", json=request("late", labels={"slow": "120"})).json()[
             "operation"
         ]["id"]
         op = wait_op(c, op_id, timeout=60)
-        took = time.monotonic() - t0
         assert op["status"] == "timed_out", op
         assert "time limit" in op["error"]
-        assert took < 30
+        # Stopped because of the limit (the dispatcher's verdict in the record),
+        # not because the 120 s resource finished.
+        assert store.get_operation(op_id).cancel_reason is CancelReason.TIMEOUT
         assert store.get_endpoint("late").status is EndpointStatus.FAILED
         # What the stopped update left behind does not stop the destroy.
         d = c.delete("/v1/endpoints/late")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from automation.dispatcher import Dispatcher
 from automation.settings import Settings
 from automation.store import EndpointStatus, OpKind, OpStatus, Store, utcnow
 from automation.teardown import TeardownReport, main, run_teardown
-from automation.worker import Dispatcher
 from components.config import parse_spec
 from tests.e2e.control_plane_harness import checkpoint_path, make_settings, request
 

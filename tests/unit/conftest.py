@@ -15,7 +15,23 @@ from typing import Any
 import pulumi
 import pytest
 
+from components.rules import AUTONAME_SUFFIX_LEN, AWS_NAME_LIMITS, NAME_PREFIX_MAX_LEN
+
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
+#: What a platform stack exports (components.platform.CONTRACT), for shared clusters.
+PLATFORM_STACK_OUTPUTS: dict[str, Any] = {
+    "kubeconfig": {"apiVersion": "v1", "clusters": []},
+    "clusterName": "llm-platform",
+    "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks",
+    "oidcIssuer": "oidc.eks.us-east-1.amazonaws.com/id/ABC",
+    "nodeRoleName": "llm-platform-karpenter-node",
+    "nodeRoleArn": "arn:aws:iam::123456789012:role/llm-platform-karpenter-node",
+    "managedNodeRoleArn": "arn:aws:iam::123456789012:role/llm-platform-managed",
+    "privateSubnetIds": ["subnet-a", "subnet-b", "subnet-c"],
+    "clusterSecurityGroupId": "sg-cluster",
+    "vpcId": "vpc-123",
+    "autoMode": False,
+}
 
 
 @dataclass
@@ -31,19 +47,31 @@ class Recorded:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Records resources; answers the data-source calls the components make."""
 
-    def __init__(self) -> None:
+    def __init__(self, stack_outputs: dict[str, Any] | None = None) -> None:
         self.resources: list[Recorded] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         #: Outputs a ``pulumi.StackReference`` sees (set per test for shared clusters).
-        self.stack_outputs: dict[str, Any] = {}
+        self.stack_outputs: dict[str, Any] = dict(stack_outputs or {})
+        #: AWS resources whose auto-generated name would break the service's limit.
+        self.name_violations: list[str] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), args.provider))
+        limit = AWS_NAME_LIMITS.get(args.typ)
+        # Pulumi auto-names what has no explicit name: logical name + "-" + 7 hex.
+        auto_named = not args.inputs.get("name") and not args.inputs.get("namePrefix")
+        if limit is not None and auto_named and len(args.name) + AUTONAME_SUFFIX_LEN > limit:
+            self.name_violations.append(f"{args.typ} {args.name!r}: auto-name over {limit}")
+        if len(args.inputs.get("namePrefix") or "") > NAME_PREFIX_MAX_LEN:
+            self.name_violations.append(f"{args.typ} {args.name!r}: name prefix over 38")
         outputs = dict(args.inputs)
         rid = f"{args.name}-id"
         if args.typ.startswith("aws:"):
             service = args.typ.split(":")[1].split("/")[0]
             outputs.setdefault("arn", f"arn:aws:{service}:us-east-1:123456789012:{args.name}")
+            if args.typ in AWS_NAME_LIMITS and auto_named:
+                # What Pulumi's auto-naming gives the resource (a fixed suffix here).
+                outputs["name"] = f"{args.name}-0a1b2c3"
         if args.typ == "aws:eks/cluster:Cluster":
             outputs.setdefault("endpoint", "https://ABC.gr7.us-east-1.eks.amazonaws.com")
             outputs.setdefault(
@@ -64,7 +92,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs.setdefault("autoModeNodeRoleName", "")
         if args.typ == "aws:ec2/placementGroup:PlacementGroup":
             # The engine auto-names it; the launch template refers to the name.
-            outputs.setdefault("name", f"{args.name}-pg")
+            outputs["name"] = f"{args.name}-pg"
         if args.typ == "pulumi:pulumi:StackReference":
             outputs["outputs"] = dict(self.stack_outputs)
             outputs.setdefault("secretOutputNames", [])

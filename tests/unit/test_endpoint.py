@@ -16,7 +16,7 @@ import yaml
 from components.config import EndpointSpec, PlatformSpec, parse_spec
 from components.endpoint import ENDPOINT_LABEL, build_endpoint, build_platform
 from components.planner import PlanError
-from tests.unit.conftest import RecordingMocks, resolve, settle
+from tests.unit.conftest import PLATFORM_STACK_OUTPUTS, RecordingMocks, resolve, settle
 from tests.unit.k8s_validate import unwrap_secrets, validate_recorded
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
@@ -39,25 +39,10 @@ ENDPOINT_STACKS = sorted(
 
 
 class StackMocks(RecordingMocks):
-    """Adds the platform stack's outputs for shared-mode stacks."""
+    """Recording mocks with the platform stack's outputs, for shared-mode stacks."""
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        rid, outputs = super().new_resource(args)
-        if args.typ == "pulumi:pulumi:StackReference":
-            outputs["outputs"] = {
-                "kubeconfig": {"apiVersion": "v1", "clusters": []},
-                "clusterName": "llm-platform",
-                "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks",
-                "oidcIssuer": "oidc.eks.us-east-1.amazonaws.com/id/ABC",
-                "nodeRoleName": "llm-platform-karpenter-node",
-                "nodeRoleArn": "arn:aws:iam::123456789012:role/llm-platform-karpenter-node",
-                "managedNodeRoleArn": "arn:aws:iam::123456789012:role/llm-platform-managed",
-                "privateSubnetIds": ["subnet-a", "subnet-b", "subnet-c"],
-                "clusterSecurityGroupId": "sg-cluster",
-                "vpcId": "vpc-123",
-                "autoMode": False,
-            }
-        return rid, outputs
+    def __init__(self) -> None:
+        super().__init__(PLATFORM_STACK_OUTPUTS)
 
 
 @pytest.fixture

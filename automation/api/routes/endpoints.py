@@ -1,18 +1,18 @@
 """``/v1/endpoints``: create, list, show, destroy, extend, redeploy, refresh.
 
-Nothing here runs Pulumi. A request validates, records and queues; the
-dispatcher's worker processes do the work and the caller follows the
-operation (``202`` with its id and links).
+Nothing here runs Pulumi: each route is a call to
+:class:`~automation.usecases.ControlPlane`, which validates, records and
+queues; the dispatcher's worker processes do the work and the caller follows
+the operation (``202`` with its id and links).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
-from automation import service
-from automation.api.deps import AppContext, Caller, Ctx, Principal, visible_endpoint
+from automation.api.deps import Caller, Control
 from automation.api.schemas import (
     CreateEndpointRequest,
     EndpointList,
@@ -24,8 +24,7 @@ from automation.api.schemas import (
     OperationList,
     OperationOut,
 )
-from automation.store import Operation, OpKind, utcnow
-from components.config import check_name, parse_ttl
+from automation.usecases import Accepted
 
 router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
 
@@ -52,18 +51,13 @@ IdemKey = Annotated[
 Name = Annotated[str, Path(max_length=63, description="endpoint name")]
 
 
-def _name(name: str) -> str:
-    try:
-        return check_name(name)
-    except ValueError as e:
-        raise HTTPException(status_code=422, detail=str(e)) from None
-
-
-def _accepted(op: Operation, replayed: bool, response: Response) -> OperationAccepted:
+def accepted(result: Accepted, response: Response) -> OperationAccepted:
+    """The 202 body (and ``Location``) of a queued operation."""
+    op = result.operation
     response.headers["Location"] = f"/v1/operations/{op.id}"
     return OperationAccepted(
         operation=OperationOut.of(op),
-        replayed=replayed,
+        replayed=result.replayed,
         links=Links(
             operation=f"/v1/operations/{op.id}",
             events=f"/v1/operations/{op.id}/events",
@@ -86,34 +80,14 @@ def _accepted(op: Operation, replayed: bool, response: Response) -> OperationAcc
 )
 def create_endpoint(
     body: CreateEndpointRequest,
-    ctx: Ctx,
+    control: Control,
     caller: Caller,
     response: Response,
     idempotency_key: IdemKey = None,
 ) -> OperationAccepted:
-    payload = body.model_dump(mode="json", exclude_none=True, exclude={"hf_token"})
     token = body.hf_token.get_secret_value() if body.hf_token else None
-    try:
-        spec = service.prepare_spec(ctx.settings, payload)
-        hints = service.plan(ctx.planner, spec)
-    except service.InvalidRequest as e:
-        raise HTTPException(
-            status_code=422,
-            detail={"code": e.code, "message": str(e), "details": e.details},
-        ) from None
-    op, replayed = service.submit_create(
-        ctx.settings,
-        ctx.store,
-        spec,
-        caller.user,
-        hints=hints,
-        hf_token=token,
-        idempotency_key=idempotency_key,
-        fingerprint=service.request_hash(payload, bool(token)),
-    )
-    if ctx.dispatcher is not None:
-        ctx.dispatcher.wake()
-    return _accepted(op, replayed, response)
+    result = control.create(caller, body.payload(), hf_token=token, idempotency_key=idempotency_key)
+    return accepted(result, response)
 
 
 @router.get(
@@ -124,23 +98,13 @@ def create_endpoint(
     responses={**E401},
 )
 def list_endpoints(
-    ctx: Ctx,
+    control: Control,
     caller: Caller,
     include_destroyed: Annotated[bool, Query(description="also list destroyed ones")] = False,
     owner: Annotated[str | None, Query(max_length=128, description="admins only")] = None,
 ) -> EndpointList:
-    who = owner if caller.admin else caller.user
-    eps = ctx.store.list_endpoints(who, include_destroyed=include_destroyed)
+    eps = control.list_endpoints(caller, include_destroyed=include_destroyed, owner=owner)
     return EndpointList(endpoints=[EndpointOut.of(ep) for ep in eps])
-
-
-def _last(ctx: AppContext, op_id: str | None) -> Operation | None:
-    if not op_id:
-        return None
-    try:
-        return ctx.store.get_operation(op_id)
-    except Exception:
-        return None
 
 
 @router.get(
@@ -150,31 +114,8 @@ def _last(ctx: AppContext, op_id: str | None) -> Operation | None:
     description="Status, URL, model, instance type, $/h, expiry and the last operation.",
     responses={**E401, **E404, **E422},
 )
-def get_endpoint(name: Name, ctx: Ctx, caller: Caller) -> EndpointOut:
-    ep = visible_endpoint(ctx, caller, _name(name))
-    return EndpointOut.of(ep, _last(ctx, ep.last_operation_id))
-
-
-def _queue(
-    ctx: AppContext,
-    caller: Principal,
-    name: str,
-    kind: OpKind,
-    key: str | None,
-    response: Response,
-) -> OperationAccepted:
-    ep = visible_endpoint(ctx, caller, _name(name))
-    op, replayed = ctx.store.request_operation(
-        ep.name,
-        kind,
-        caller.user,
-        idempotency_key=key,
-        request_hash=service.request_hash({"op": kind.value, "name": ep.name}, False),
-        max_queued=ctx.settings.max_queued_per_endpoint,
-    )
-    if ctx.dispatcher is not None:
-        ctx.dispatcher.wake()
-    return _accepted(op, replayed, response)
+def get_endpoint(name: Name, control: Control, caller: Caller) -> EndpointOut:
+    return EndpointOut.of(*control.show(caller, name))
 
 
 @router.delete(
@@ -189,9 +130,13 @@ def _queue(
     responses={**E401, **E404, **E409, **E422},
 )
 def delete_endpoint(
-    name: Name, ctx: Ctx, caller: Caller, response: Response, idempotency_key: IdemKey = None
+    name: Name,
+    control: Control,
+    caller: Caller,
+    response: Response,
+    idempotency_key: IdemKey = None,
 ) -> OperationAccepted:
-    return _queue(ctx, caller, name, OpKind.DESTROY, idempotency_key, response)
+    return accepted(control.destroy(caller, name, idempotency_key=idempotency_key), response)
 
 
 @router.post(
@@ -203,9 +148,13 @@ def delete_endpoint(
     responses={**E401, **E404, **E409, **E422},
 )
 def redeploy_endpoint(
-    name: Name, ctx: Ctx, caller: Caller, response: Response, idempotency_key: IdemKey = None
+    name: Name,
+    control: Control,
+    caller: Caller,
+    response: Response,
+    idempotency_key: IdemKey = None,
 ) -> OperationAccepted:
-    return _queue(ctx, caller, name, OpKind.UP, idempotency_key, response)
+    return accepted(control.redeploy(caller, name, idempotency_key=idempotency_key), response)
 
 
 @router.post(
@@ -220,15 +169,13 @@ def redeploy_endpoint(
     responses={**E401, **E404, **E409, **E422},
 )
 def refresh_endpoint(
-    name: Name, ctx: Ctx, caller: Caller, response: Response, idempotency_key: IdemKey = None
+    name: Name,
+    control: Control,
+    caller: Caller,
+    response: Response,
+    idempotency_key: IdemKey = None,
 ) -> OperationAccepted:
-    ep = visible_endpoint(ctx, caller, _name(name))
-    if ep.spec.get("cluster", {}).get("render_dir"):
-        raise HTTPException(
-            status_code=422,
-            detail="refresh: this endpoint is rendered to files; there is no cluster to read",
-        )
-    return _queue(ctx, caller, name, OpKind.REFRESH, idempotency_key, response)
+    return accepted(control.refresh(caller, name, idempotency_key=idempotency_key), response)
 
 
 @router.post(
@@ -241,16 +188,11 @@ def refresh_endpoint(
     ),
     responses={**E401, **E404, **E409, **E422},
 )
-def extend_endpoint(name: Name, body: ExtendRequest, ctx: Ctx, caller: Caller) -> EndpointOut:
-    ep = visible_endpoint(ctx, caller, _name(name))
-    try:
-        ttl = parse_ttl(body.ttl)
-        service.check_ttl(ctx.settings, body.ttl)
-    except ValueError as e:
-        raise HTTPException(status_code=422, detail=str(e)) from None
-    now = utcnow()
-    updated = ctx.store.extend(ep.name, now + ttl, now=now)
-    return EndpointOut.of(updated, _last(ctx, updated.last_operation_id))
+def extend_endpoint(
+    name: Name, body: ExtendRequest, control: Control, caller: Caller
+) -> EndpointOut:
+    updated = control.extend(caller, name, body.ttl)
+    return EndpointOut.of(updated, control.last_operation(updated))
 
 
 @router.get(
@@ -259,7 +201,5 @@ def extend_endpoint(name: Name, body: ExtendRequest, ctx: Ctx, caller: Caller) -
     summary="List an endpoint's operations",
     responses={**E401, **E404, **E422},
 )
-def list_endpoint_operations(name: Name, ctx: Ctx, caller: Caller) -> OperationList:
-    ep = visible_endpoint(ctx, caller, _name(name))
-    ops = ctx.store.list_operations(ep.name)
-    return OperationList(operations=[OperationOut.of(o) for o in ops])
+def list_endpoint_operations(name: Name, control: Control, caller: Caller) -> OperationList:
+    return OperationList(operations=[OperationOut.of(o) for o in control.operations(caller, name)])

@@ -27,8 +27,9 @@ def healthz(ctx: Ctx) -> Health:
     except Exception:
         db_ok = False
     disp: Literal["running", "stopped", "disabled"] = "disabled"
-    if ctx.dispatcher is not None:
-        disp = "running" if ctx.dispatcher.running else "stopped"
+    dispatcher = ctx.control.dispatcher
+    if dispatcher is not None:
+        disp = "running" if dispatcher.running else "stopped"
     return Health(
         status="ok" if db_ok else "degraded",
         database="ok" if db_ok else "error",

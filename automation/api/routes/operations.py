@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path
+from fastapi import APIRouter, Header, Path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from automation.api.deps import AppContext, Caller, Ctx, Principal
+from automation.api.deps import Caller, Control, Ctx
 from automation.api.routes.endpoints import E401, E404
 from automation.api.schemas import OperationOut
-from automation.store import NotFound, Operation
 
 router = APIRouter(prefix="/v1/operations", tags=["operations"])
 
@@ -25,29 +23,14 @@ OpId = Annotated[str, Path(max_length=36, description="operation id (a UUID)")]
 STREAM_POLL_S = 0.25
 
 
-def visible_operation(ctx: AppContext, caller: Principal, op_id: str) -> Operation:
-    """The operation if the caller requested it, owns its endpoint or is an admin."""
-    try:
-        uuid.UUID(op_id)
-        op = ctx.store.get_operation(op_id)
-    except (ValueError, NotFound):
-        raise HTTPException(status_code=404, detail="operation not found") from None
-    if caller.admin or op.requested_by == caller.user:
-        return op
-    ep = ctx.store.find_endpoint(op.endpoint)
-    if ep is None or ep.owner != caller.user:
-        raise HTTPException(status_code=404, detail="operation not found")
-    return op
-
-
 @router.get(
     "/{op_id}",
     response_model=OperationOut,
     summary="Show an operation",
     responses={**E401, **E404},
 )
-def get_operation(op_id: OpId, ctx: Ctx, caller: Caller) -> OperationOut:
-    return OperationOut.of(visible_operation(ctx, caller, op_id))
+def get_operation(op_id: OpId, control: Control, caller: Caller) -> OperationOut:
+    return OperationOut.of(control.visible_operation(caller, op_id))
 
 
 @router.post(
@@ -61,12 +44,8 @@ def get_operation(op_id: OpId, ctx: Ctx, caller: Caller) -> OperationOut:
     ),
     responses={**E401, **E404},
 )
-def cancel_operation(op_id: OpId, ctx: Ctx, caller: Caller) -> OperationOut:
-    op = visible_operation(ctx, caller, op_id)
-    op = ctx.store.cancel(op.id)
-    if ctx.dispatcher is not None:
-        ctx.dispatcher.wake()
-    return OperationOut.of(op)
+def cancel_operation(op_id: OpId, control: Control, caller: Caller) -> OperationOut:
+    return OperationOut.of(control.cancel(caller, op_id))
 
 
 def _frame(kind: str, data: dict[str, Any], sse: bool, event_id: int | None = None) -> bytes:
@@ -102,7 +81,7 @@ def operation_events(
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
 ) -> StreamingResponse:
-    op = visible_operation(ctx, caller, op_id)
+    op = ctx.control.visible_operation(caller, op_id)
     sse = bool(accept and "text/event-stream" in accept)
     store = ctx.store
     limit_s = ctx.settings.op_time_limit_s + ctx.settings.cancel_grace_s + 60

@@ -1,0 +1,382 @@
+"""Every request of the control plane, in one place: the HTTP routes and the CLI are
+a few lines each over :class:`ControlPlane`.
+
+A request validates, records and queues; it never runs Pulumi. Whichever way
+it comes in, the server decides where the endpoint runs (never the request),
+the ttl is bounded, the spec is validated and sized by the planner before
+anything is recorded, a HF token goes to the worker's drop-box keyed by the
+operation id (never into a record), and a caller sees and touches only the
+endpoints it may (others' are "not found", exactly like missing ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from automation.dispatcher import Dispatcher
+from automation.secrets import discard_secret, put_secret
+from automation.settings import Settings, Target
+from automation.store import (
+    Endpoint,
+    EndpointOutputs,
+    LogLine,
+    NotFound,
+    Operation,
+    OpKind,
+    Store,
+    utcnow,
+)
+from components.config import EndpointSpec, parse_spec
+from components.rules import check_name, parse_ttl
+
+log = logging.getLogger("llm_endpoints.usecases")
+
+#: Sizes a spec; raises ValueError with the numbers when it does not fit.
+Planner = Callable[[EndpointSpec], Any]
+#: The fields the server sets; a request naming them is refused.
+SERVER_FIELDS = ("cluster", "pool")
+
+
+class InvalidRequest(ValueError):
+    """A request that must not reach the store (HTTP 422).
+
+    Attributes:
+        code: ``invalid_spec``, ``plan_error`` or ``invalid_request``.
+        details: One line per problem, each naming its field.
+    """
+
+    def __init__(self, code: str, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details or []
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of a request.
+
+    Attributes:
+        user: Who it is (owner of what it creates).
+        admin: Sees and touches every endpoint.
+    """
+
+    user: str
+    admin: bool = False
+
+    def can_see(self, owner: str) -> bool:
+        """Users see their own endpoints; admins see all."""
+        return self.admin or owner == self.user
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A recorded, queued operation (HTTP 202).
+
+    Attributes:
+        operation: The operation to follow.
+        replayed: True when this answers a repeat (same Idempotency-Key, or a
+            destroy already queued).
+    """
+
+    operation: Operation
+    replayed: bool
+
+
+def default_planner() -> Planner:
+    """The project's planner (``components.planner.plan_for_spec``)."""
+    from components.planner import plan_for_spec
+
+    return plan_for_spec
+
+
+def placement(settings: Settings, name: str) -> dict[str, Any]:
+    """Where a self-service endpoint goes (the ``cluster`` and ``pool`` of its spec)."""
+    if settings.target is Target.RENDER:
+        return {
+            "cluster": {"mode": "existing", "render_dir": str(settings.render_base / name)},
+            "pool": {"mode": "none"},
+        }
+    if settings.target is Target.EXISTING:
+        return {
+            "cluster": {"mode": "existing", "kubeconfig": str(settings.kubeconfig)},
+            "pool": {"mode": "none"},
+        }
+    return {"cluster": {"mode": "shared", "platform_stack": settings.platform_stack}}
+
+
+def check_ttl(settings: Settings, ttl: str) -> None:
+    """Raise ValueError unless ``ttl`` is a valid duration within the server's maximum."""
+    if parse_ttl(ttl) > settings.max_ttl_delta:
+        raise ValueError(f"ttl: {ttl!r} is longer than this server's maximum {settings.max_ttl}")
+
+
+def request_hash(payload: dict[str, Any], has_token: bool) -> str:
+    """Fingerprint of a request for Idempotency-Key reuse checks (no secret in it)."""
+    body = json.dumps({"p": payload, "t": has_token}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class ControlPlane:
+    """The control plane's requests over one store.
+
+    Args:
+        settings: Control-plane settings.
+        store: The records.
+        planner: Sizes a spec; None skips sizing (tests of the plumbing).
+        dispatcher: Woken when a request queues something (None: a server or
+            CLI elsewhere picks it up).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        planner: Planner | None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.planner = planner
+        self.dispatcher = dispatcher
+
+    # -- validation ---------------------------------------------------------------
+
+    def prepare_spec(self, payload: dict[str, Any]) -> EndpointSpec:
+        """The validated spec of a create request (without secrets).
+
+        ``payload`` may not choose ``cluster`` or ``pool``; a missing ``ttl``
+        gets the server's default.
+
+        Raises:
+            InvalidRequest: ``invalid_spec`` with one line per bad field.
+        """
+        payload = {k: v for k, v in payload.items() if v is not None}
+        details = [
+            f"{k}: set by the server, not by a request" for k in SERVER_FIELDS if k in payload
+        ]
+        if details:
+            raise InvalidRequest("invalid_spec", "invalid endpoint spec", details)
+        payload.setdefault("ttl", self.settings.default_ttl)
+        try:
+            if isinstance(payload["ttl"], str):
+                check_ttl(self.settings, payload["ttl"])
+            name = str(payload.get("name", ""))
+            return parse_spec({**payload, **placement(self.settings, name)})
+        except ValueError as e:
+            raise InvalidRequest(
+                "invalid_spec", "invalid endpoint spec", str(e).splitlines()
+            ) from None
+
+    def plan(self, spec: EndpointSpec) -> EndpointOutputs:
+        """Size the spec; the figures fill the record until the stack reports its own.
+
+        Raises:
+            InvalidRequest: ``plan_error`` with the planner's numbers.
+        """
+        if self.planner is None:
+            return EndpointOutputs(model=spec.model, instance_type=spec.instance_type)
+        try:
+            est = self.planner(spec)
+        except ValueError as e:
+            raise InvalidRequest("plan_error", str(e)) from None
+        if getattr(est, "fits", True) is False:
+            why = getattr(est, "reason", None) or repr(est)
+            raise InvalidRequest("plan_error", f"does not fit: {why}")
+        cost = getattr(est, "cost_per_hour", None)
+        return EndpointOutputs(
+            model=spec.model,
+            instance_type=getattr(est, "instance_type", None) or spec.instance_type,
+            cost_per_hour=float(cost) if isinstance(cost, int | float) else None,
+        )
+
+    def _name(self, name: str) -> str:
+        try:
+            return check_name(name)
+        except ValueError as e:
+            raise InvalidRequest("invalid_request", str(e), [str(e)]) from None
+
+    def visible_endpoint(self, caller: Principal, name: str) -> Endpoint:
+        """The endpoint if the caller may see it.
+
+        Raises:
+            InvalidRequest: the name is not a valid endpoint name.
+            NotFound: alike for missing and foreign endpoints.
+        """
+        ep = self.store.find_endpoint(self._name(name))
+        if ep is None or not caller.can_see(ep.owner):
+            raise NotFound(f"endpoint {name!r} not found")
+        return ep
+
+    def visible_operation(self, caller: Principal, op_id: str) -> Operation:
+        """The operation if the caller requested it, owns its endpoint or is an admin.
+
+        Raises:
+            NotFound: alike for missing, malformed and foreign ids.
+        """
+        try:
+            uuid.UUID(op_id)
+            op = self.store.get_operation(op_id)
+        except (ValueError, NotFound):
+            raise NotFound("operation not found") from None
+        if caller.admin or op.requested_by == caller.user:
+            return op
+        ep = self.store.find_endpoint(op.endpoint)
+        if ep is None or ep.owner != caller.user:
+            raise NotFound("operation not found")
+        return op
+
+    def _wake(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    # -- requests -----------------------------------------------------------------
+
+    def create(
+        self,
+        caller: Principal,
+        payload: dict[str, Any],
+        *,
+        hf_token: str | None = None,
+        idempotency_key: str | None = None,
+        now: datetime | None = None,
+    ) -> Accepted:
+        """Validate, size and record an endpoint and queue its ``up``.
+
+        Raises:
+            InvalidRequest: a bad field or a model that does not fit.
+            Conflict: the name is taken by a live endpoint.
+            IdempotencyMismatch: the key was used for another request.
+        """
+        spec = self.prepare_spec(payload)
+        hints = self.plan(spec)
+        now = now or utcnow()
+        op_id = str(uuid.uuid4())
+        if hf_token:
+            # Before the record: the dispatcher may claim the operation at once.
+            put_secret(self.settings, op_id, hf_token)
+        ttl = spec.ttl_delta
+        try:
+            op, replayed = self.store.request_create(
+                spec.name,
+                caller.user,
+                spec.model_dump(mode="json"),
+                expires_at=None if ttl is None else now + ttl,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash(payload, bool(hf_token)),
+                hints=hints,
+                op_id=op_id,
+                now=now,
+            )
+        except BaseException:
+            discard_secret(self.settings, op_id)
+            raise
+        if op.id != op_id:
+            discard_secret(self.settings, op_id)
+        self._wake()
+        return Accepted(op, replayed)
+
+    def _queue(
+        self, caller: Principal, name: str, kind: OpKind, idempotency_key: str | None
+    ) -> Accepted:
+        ep = self.visible_endpoint(caller, name)
+        op, replayed = self.store.request_operation(
+            ep.name,
+            kind,
+            caller.user,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash({"op": kind.value, "name": ep.name}, False),
+            max_queued=self.settings.max_queued_per_endpoint,
+        )
+        self._wake()
+        return Accepted(op, replayed)
+
+    def destroy(
+        self, caller: Principal, name: str, *, idempotency_key: str | None = None
+    ) -> Accepted:
+        """Queue a destroy behind whatever runs on the stack."""
+        return self._queue(caller, name, OpKind.DESTROY, idempotency_key)
+
+    def redeploy(
+        self, caller: Principal, name: str, *, idempotency_key: str | None = None
+    ) -> Accepted:
+        """Queue another ``up`` of the recorded spec."""
+        return self._queue(caller, name, OpKind.UP, idempotency_key)
+
+    def refresh(
+        self, caller: Principal, name: str, *, idempotency_key: str | None = None
+    ) -> Accepted:
+        """Queue a refresh (read the resources back from the cluster).
+
+        Raises:
+            InvalidRequest: the endpoint is rendered to files (no cluster to read).
+        """
+        ep = self.visible_endpoint(caller, name)
+        if ep.spec.get("cluster", {}).get("render_dir"):
+            msg = "refresh: this endpoint is rendered to files; there is no cluster to read"
+            raise InvalidRequest("invalid_request", msg, [msg])
+        return self._queue(caller, name, OpKind.REFRESH, idempotency_key)
+
+    def extend(
+        self, caller: Principal, name: str, ttl: str, *, now: datetime | None = None
+    ) -> Endpoint:
+        """Set the endpoint's expiry to now + ``ttl`` (at most the server's maximum).
+
+        Raises:
+            InvalidRequest: a bad or too long ttl.
+            Conflict: the endpoint is not live.
+        """
+        ep = self.visible_endpoint(caller, name)
+        try:
+            delta = parse_ttl(ttl)
+            check_ttl(self.settings, ttl)
+        except ValueError as e:
+            raise InvalidRequest("invalid_request", str(e), [str(e)]) from None
+        now = now or utcnow()
+        return self.store.extend(ep.name, now + delta, now=now)
+
+    def cancel(self, caller: Principal, op_id: str) -> Operation:
+        """Cancel an operation: a queued one ends at once, a running one is stopped."""
+        op = self.store.cancel(self.visible_operation(caller, op_id).id)
+        self._wake()
+        return op
+
+    # -- reads ----------------------------------------------------------------------
+
+    def list_endpoints(
+        self, caller: Principal, *, include_destroyed: bool = False, owner: str | None = None
+    ) -> list[Endpoint]:
+        """The caller's endpoints (admins: everyone's, or one owner's)."""
+        who = owner if caller.admin else caller.user
+        return self.store.list_endpoints(who, include_destroyed=include_destroyed)
+
+    def last_operation(self, ep: Endpoint) -> Operation | None:
+        """The endpoint's latest operation, if any."""
+        if not ep.last_operation_id:
+            return None
+        try:
+            return self.store.get_operation(ep.last_operation_id)
+        except NotFound:
+            return None
+
+    def show(self, caller: Principal, name: str) -> tuple[Endpoint, Operation | None]:
+        """An endpoint and its latest operation."""
+        ep = self.visible_endpoint(caller, name)
+        return ep, self.last_operation(ep)
+
+    def operations(self, caller: Principal, name: str) -> list[Operation]:
+        """An endpoint's operations, oldest first."""
+        return self.store.list_operations(self.visible_endpoint(caller, name).name)
+
+    def logs(
+        self, caller: Principal, op_id: str, after: int = 0, limit: int = 500
+    ) -> list[LogLine]:
+        """An operation's log lines after ``after``."""
+        return self.store.logs(self.visible_operation(caller, op_id).id, after, limit)

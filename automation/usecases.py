@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ log = logging.getLogger("llm_endpoints.usecases")
 #: Sizes a spec; raises ValueError with the numbers when it does not fit.
 Planner = Callable[[EndpointSpec], Any]
 #: The fields the server sets; a request naming them is refused.
-SERVER_FIELDS = ("cluster", "pool")
+SERVER_FIELDS = ("cluster", "pool", "namespace")
 
 
 class InvalidRequest(ValueError):
@@ -97,18 +98,29 @@ def default_planner() -> Planner:
 
 
 def placement(settings: Settings, name: str) -> dict[str, Any]:
-    """Where a self-service endpoint goes (the ``cluster`` and ``pool`` of its spec)."""
+    """Where a self-service endpoint goes: the ``cluster``, ``pool`` and ``namespace``.
+
+    The namespace is new for every endpoint (a name that is destroyed and
+    created again gets another), so no request can reach into another
+    endpoint's or the cluster's namespaces.
+    """
+    namespace = f"{name}-{secrets.token_hex(3)}"
     if settings.target is Target.RENDER:
         return {
             "cluster": {"mode": "existing", "render_dir": str(settings.render_base / name)},
             "pool": {"mode": "none"},
+            "namespace": namespace,
         }
     if settings.target is Target.EXISTING:
         return {
             "cluster": {"mode": "existing", "kubeconfig": str(settings.kubeconfig)},
             "pool": {"mode": "none"},
+            "namespace": namespace,
         }
-    return {"cluster": {"mode": "shared", "platform_stack": settings.platform_stack}}
+    return {
+        "cluster": {"mode": "shared", "platform_stack": settings.platform_stack},
+        "namespace": namespace,
+    }
 
 
 def check_ttl(settings: Settings, ttl: str) -> None:

@@ -34,7 +34,7 @@ from components.rules import (
     check_name,
     parse_ttl,
 )
-from components.vllm_flags import MAX_EXTRA_ARGS, check_extra_args
+from components.vllm_flags import MAX_EXTRA_ARGS, parse_extra_args
 
 __all__ = [
     "NAME_RE",
@@ -235,7 +235,7 @@ class VllmSpec(_Model):
     @field_validator("extra_args")
     @classmethod
     def _args(cls, v: list[str]) -> list[str]:
-        return check_extra_args(v)
+        return parse_extra_args(v)
 
 
 class EndpointRequest(_Model):
@@ -257,7 +257,6 @@ class EndpointRequest(_Model):
         serving: deployment, leader-worker-set or ray-service.
         replicas: Independent model replicas.
         ttl: Time to live (``8h``); None for endpoints that never expire.
-        namespace: Kubernetes namespace.
         open_webui: Deploy Open WebUI pointed at the endpoint.
         storage: Where the weights live.
         exposure: Who may call the endpoint.
@@ -275,9 +274,6 @@ class EndpointRequest(_Model):
     serving: ServingMode = ServingMode.DEPLOYMENT
     replicas: int = Field(default=1, ge=1, le=16)
     ttl: str | None = Field(default=None, max_length=rules.TTL_MAX_LEN)
-    #: None: a namespace of the endpoint's own, named after it, created and
-    #: deleted with it. A given namespace must already exist.
-    namespace: str | None = Field(default=None, max_length=rules.MAX_STRING_LEN)
     open_webui: bool = False
     storage: StorageSpec = Field(default_factory=StorageSpec)
     exposure: ExposureSpec = Field(default_factory=ExposureSpec)
@@ -291,11 +287,6 @@ class EndpointRequest(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v)
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, v: str | None) -> str | None:
-        return None if v is None else rules.check_dns_label(v, "namespace")
 
     @field_validator("labels")
     @classmethod
@@ -321,12 +312,21 @@ class EndpointSpec(EndpointRequest):
     Attributes:
         cluster: Which cluster the endpoint lands on.
         pool: How its accelerator nodes are provisioned.
+        namespace: The namespace the endpoint creates, owns and deletes; None:
+            the endpoint's name. The control plane gives every endpoint one of
+            its own (a request cannot choose it).
     """
 
     cluster: ClusterSpec = Field(
         default_factory=lambda: ClusterSpec(mode=ClusterMode.EXISTING, render_dir="rendered")
     )
     pool: PoolSpec = Field(default_factory=PoolSpec)
+    namespace: str | None = Field(default=None, max_length=rules.MAX_STRING_LEN)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        return None if v is None else rules.check_endpoint_namespace(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -409,11 +409,6 @@ class EndpointSpec(EndpointRequest):
     def resolved_namespace(self) -> str:
         """The namespace the endpoint runs in."""
         return self.namespace or self.name
-
-    @property
-    def owns_namespace(self) -> bool:
-        """True when the endpoint creates (and deletes) its namespace."""
-        return self.namespace is None or self.namespace == self.name
 
     @property
     def resolved_pool_mode(self) -> PoolMode:

@@ -100,15 +100,13 @@ def build_endpoint(
     )
     on_cluster = pulumi.ResourceOptions(providers=[*providers, cluster.k8s_provider])
 
-    waits_for: list[pulumi.Resource] = list(cluster.addon_resources)
-    if spec.owns_namespace:
-        waits_for.append(
-            k8s.core.v1.Namespace(
-                f"{name}-namespace",
-                metadata={"name": namespace, "labels": labels},
-                opts=pulumi.ResourceOptions(provider=cluster.k8s_provider),
-            )
-        )
+    # The endpoint's own namespace: created and deleted with it.
+    ns = k8s.core.v1.Namespace(
+        f"{name}-namespace",
+        metadata={"name": namespace, "labels": labels},
+        opts=pulumi.ResourceOptions(provider=cluster.k8s_provider),
+    )
+    waits_for: list[pulumi.Resource] = [*cluster.addon_resources, ns]
     after_cluster = pulumi.ResourceOptions.merge(
         on_cluster, pulumi.ResourceOptions(depends_on=waits_for)
     )

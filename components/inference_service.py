@@ -64,7 +64,7 @@ from components.serving.scripts import (
     serve_config,
     vllm_args,
 )
-from components.vllm_flags import MANAGED_FLAGS, check_extra_args
+from components.vllm_flags import MANAGED_FLAGS, parse_extra_args
 
 __all__ = [
     "EFA",
@@ -206,7 +206,7 @@ def _validate(name: str, a: InferenceServiceArgs) -> None:
         )
     if s.efa_devices and not s.efa:
         raise ValueError("scheduling.efa_devices: set only together with scheduling.efa")
-    check_extra_args(list(a.extra_args), "extra_args")
+    parse_extra_args(list(a.extra_args), "extra_args")
     if a.args_override is not None:
         if mode is ServingMode.RAY_SERVICE:
             raise ValueError(

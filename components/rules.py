@@ -170,6 +170,21 @@ def check_dns_label(value: str, field: str) -> str:
     return value
 
 
+#: Namespaces an endpoint may never take (it creates, labels and deletes its own).
+RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
+
+def check_endpoint_namespace(value: str, field: str = "namespace") -> str:
+    """The namespace an endpoint owns: a DNS-1123 label, not a system namespace."""
+    check_dns_label(value, field)
+    if value in RESERVED_NAMESPACES or value.startswith("kube-"):
+        raise ValueError(
+            f"{field}: {value!r} belongs to the cluster; an endpoint creates and deletes a "
+            "namespace of its own"
+        )
+    return value
+
+
 def check_dns_subdomain(value: str, field: str) -> str:
     """A DNS-1123 subdomain (StorageClass and other cluster-scoped names)."""
     if len(value) > DNS1123_SUBDOMAIN_MAX_LEN or not DNS1123_SUBDOMAIN_RE.match(value):

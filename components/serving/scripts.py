@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from components.vllm_flags import flag_to_kwarg
+
 #: The OpenAI-compatible port, in every mode (vLLM server and Ray Serve).
 PORT = 8000
 #: The Ray head's GCS port (LeaderWorkerSet groups, RayService).
@@ -49,22 +51,6 @@ def vllm_args(
     if distributed_executor_backend:
         args += ["--distributed-executor-backend", distributed_executor_backend]
     return args + list(extra_args)
-
-
-def flag_to_kwarg(flag: str) -> tuple[str, Any]:
-    """``--enable-prefix-caching`` -> (enable_prefix_caching, True); values typed."""
-    key, _, raw = flag.removeprefix("--").partition("=")
-    name = key.replace("-", "_")
-    if not raw:
-        return name, True
-    for cast in (int, float):
-        try:
-            return name, cast(raw)
-        except ValueError:
-            pass
-    if raw.lower() in ("true", "false"):
-        return name, raw.lower() == "true"
-    return name, raw
 
 
 #: Workers wait for the leader's Ray head (LWS_LEADER_ADDRESS is injected by the

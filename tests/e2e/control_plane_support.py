@@ -49,7 +49,7 @@ def build(spec: EndpointSpec, hf_token: pulumi.Input[str] | None = None) -> Mapp
     assert spec.cluster.render_dir, "the test builder renders only"
     provider = k8s.Provider(f"{spec.name}-render", render_yaml_to_directory=spec.cluster.render_dir)
     protect = spec.labels.get("fail-destroy") == "true"
-    namespace = spec.namespace or "llm"  # a fixed default keeps the tests' paths simple
+    namespace = "llm"  # one fixed namespace keeps the tests' paths simple
     cm = k8s.core.v1.ConfigMap(
         f"{spec.name}-config",
         metadata={"name": spec.name, "namespace": namespace},

@@ -30,6 +30,13 @@ Environment variables (all optional):
 ``LLM_ENDPOINTS_PLATFORM_STACK``   platform stack for the ``eks`` target
 ``LLM_ENDPOINTS_BUILDER``          ``module:function`` building an endpoint
                                    (default ``components.endpoint:build_endpoint``)
+``LLM_ENDPOINTS_QUOTA_ENDPOINTS``  live endpoints per user (default 5)
+``LLM_ENDPOINTS_QUOTA_ACCELERATORS`` accelerator devices per user (default 16)
+``LLM_ENDPOINTS_QUOTA_COST_PER_HOUR`` planned $/h per user (default 100)
+``LLM_ENDPOINTS_QUOTA_QUEUED``     queued operations per user (default 20)
+``LLM_ENDPOINTS_MAX_BODY_BYTES``   largest request body (default 65536)
+``LLM_ENDPOINTS_REMOTE_CODE_MODELS`` models whose own code may run (comma-separated)
+``LLM_ENDPOINTS_RENDER_SECRETS``   ``allow``: the render target may write secrets
 ``LLM_ENDPOINTS_SECRETS_DIR``      folder of file-backed settings (see above)
 =================================  ==============================================
 """
@@ -42,7 +49,7 @@ from contextvars import ContextVar
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -107,6 +114,15 @@ class Settings(BaseSettings):
         log_max_lines: Lines kept per operation log.
         log_max_bytes: Bytes kept per operation log.
         poll_interval_s: How often a dispatcher looks at the store.
+        quota_endpoints: Live endpoints one user may have (None: no limit).
+        quota_accelerators: Accelerator devices across one user's endpoints.
+        quota_cost_per_hour: Planned $/h across one user's endpoints.
+        quota_queued: Operations one user may have waiting.
+        max_body_bytes: Largest request body the API reads (413 beyond).
+        remote_code_models: Models (Hugging Face ids, comma-separated) whose
+            endpoints may set ``vllm.trust_remote_code``; an administrator's choice.
+        render_secrets: ``allow`` lets the render target write secrets (the HF
+            token, API keys) into its folder in plain text.
     """
 
     model_config = SettingsConfigDict(
@@ -141,6 +157,13 @@ class Settings(BaseSettings):
     log_max_lines: int = 2000
     log_max_bytes: int = 256 * 1024
     poll_interval_s: float = Field(default=0.5, gt=0, validation_alias=ENV_PREFIX + "POLL_INTERVAL")
+    quota_endpoints: int | None = Field(default=5, ge=0)
+    quota_accelerators: int | None = Field(default=16, ge=0)
+    quota_cost_per_hour: float | None = Field(default=100.0, ge=0)
+    quota_queued: int | None = Field(default=20, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    remote_code_models: str = ""
+    render_secrets: Literal["", "allow"] = ""
 
     @classmethod
     def settings_customise_sources(
@@ -183,6 +206,11 @@ class Settings(BaseSettings):
         if self.target is Target.EKS and not self.platform_stack:
             raise ValueError("platform_stack: the eks target needs LLM_ENDPOINTS_PLATFORM_STACK")
         return self
+
+    @property
+    def trusted_remote_code(self) -> frozenset[str]:
+        """The models allowed to run their own code."""
+        return frozenset(m.strip() for m in self.remote_code_models.split(",") if m.strip())
 
     # Derived locations -------------------------------------------------------
 

@@ -31,6 +31,7 @@ from automation.store import (
     NotFound,
     Operation,
     OpKind,
+    Quota,
     Store,
     utcnow,
 )
@@ -65,11 +66,13 @@ class Principal:
 
     Attributes:
         user: Who it is (owner of what it creates).
-        admin: Sees and touches every endpoint.
+        admin: Sees and touches every endpoint (and has no quota).
+        quota: Limits of this user, instead of the server's defaults.
     """
 
     user: str
     admin: bool = False
+    quota: Quota | None = None
 
     def can_see(self, owner: str) -> bool:
         """Users see their own endpoints; admins see all."""
@@ -203,11 +206,52 @@ class ControlPlane:
             why = getattr(est, "reason", None) or repr(est)
             raise InvalidRequest("plan_error", f"does not fit: {why}")
         cost = getattr(est, "cost_per_hour", None)
+        devices = getattr(est, "devices_per_node", None)
+        nodes = getattr(est, "nodes", 1)
         return EndpointOutputs(
             model=spec.model,
             instance_type=getattr(est, "instance_type", None) or spec.instance_type,
-            cost_per_hour=float(cost) if isinstance(cost, int | float) else None,
+            cost_per_hour=(
+                round(float(cost) * spec.replicas, 3) if isinstance(cost, int | float) else None
+            ),
+            accelerators=devices * nodes * spec.replicas if isinstance(devices, int) else None,
         )
+
+    def quota(self, caller: Principal) -> Quota | None:
+        """The caller's limits: none for administrators, else theirs or the server's."""
+        if caller.admin:
+            return None
+        if caller.quota is not None:
+            return caller.quota
+        s = self.settings
+        return Quota(
+            endpoints=s.quota_endpoints,
+            accelerators=s.quota_accelerators,
+            cost_per_hour=s.quota_cost_per_hour,
+            queued=s.quota_queued,
+        )
+
+    def _check_policy(self, spec: EndpointSpec, hf_token: str | None) -> None:
+        """What this server allows beyond the spec's own rules.
+
+        Raises:
+            InvalidRequest: remote code for a model no administrator allowed, or
+                a secret for a target that would write it to disk in plain text.
+        """
+        details = []
+        if spec.vllm.trust_remote_code and spec.model not in self.settings.trusted_remote_code:
+            details.append(
+                f"vllm.trust_remote_code: {spec.model} is not among the models an "
+                "administrator allows to run their own code (LLM_ENDPOINTS_REMOTE_CODE_MODELS)"
+            )
+        if hf_token and spec.render_only and self.settings.render_secrets != "allow":
+            details.append(
+                "hf_token: this server renders manifests to files, which would hold the token "
+                "in plain text; leave it out (use an ungated model) or have the operator set "
+                "LLM_ENDPOINTS_RENDER_SECRETS=allow"
+            )
+        if details:
+            raise InvalidRequest("invalid_spec", "refused by this server's policy", details)
 
     def _name(self, name: str) -> str:
         try:
@@ -228,7 +272,9 @@ class ControlPlane:
         return ep
 
     def visible_operation(self, caller: Principal, op_id: str) -> Operation:
-        """The operation if the caller requested it, owns its endpoint or is an admin.
+        """The operation if it belongs to the current generation of an endpoint the
+        caller owns (an endpoint's history outlives a reused name: the new owner of
+        a name never sees the old owner's operations), or to any, for an admin.
 
         Raises:
             NotFound: alike for missing, malformed and foreign ids.
@@ -238,10 +284,10 @@ class ControlPlane:
             op = self.store.get_operation(op_id)
         except (ValueError, NotFound):
             raise NotFound("operation not found") from None
-        if caller.admin or op.requested_by == caller.user:
+        if caller.admin:
             return op
         ep = self.store.find_endpoint(op.endpoint)
-        if ep is None or ep.owner != caller.user:
+        if ep is None or ep.owner != caller.user or ep.generation != op.generation:
             raise NotFound("operation not found")
         return op
 
@@ -268,6 +314,7 @@ class ControlPlane:
             IdempotencyMismatch: the key was used for another request.
         """
         spec = self.prepare_spec(payload)
+        self._check_policy(spec, hf_token)
         hints = self.plan(spec)
         now = now or utcnow()
         op_id = str(uuid.uuid4())
@@ -285,6 +332,7 @@ class ControlPlane:
                 request_hash=request_hash(payload, bool(hf_token)),
                 hints=hints,
                 op_id=op_id,
+                quota=self.quota(caller),
                 now=now,
             )
         except BaseException:
@@ -306,6 +354,7 @@ class ControlPlane:
             idempotency_key=idempotency_key,
             request_hash=request_hash({"op": kind.value, "name": ep.name}, False),
             max_queued=self.settings.max_queued_per_endpoint,
+            quota=self.quota(caller),
         )
         self._wake()
         return Accepted(op, replayed)
@@ -384,8 +433,10 @@ class ControlPlane:
         return ep, self.last_operation(ep)
 
     def operations(self, caller: Principal, name: str) -> list[Operation]:
-        """An endpoint's operations, oldest first."""
-        return self.store.list_operations(self.visible_endpoint(caller, name).name)
+        """An endpoint's operations, oldest first (its current generation's, for users)."""
+        ep = self.visible_endpoint(caller, name)
+        ops = self.store.list_operations(ep.name)
+        return ops if caller.admin else [o for o in ops if o.generation == ep.generation]
 
     def logs(
         self, caller: Principal, op_id: str, after: int = 0, limit: int = 500

@@ -231,6 +231,9 @@ class VllmSpec(_Model):
     max_num_seqs: int | None = Field(default=None, gt=0, le=4096)
     #: Extra flags passed through, e.g. ``--enable-prefix-caching``.
     extra_args: list[str] = Field(default_factory=list, max_length=MAX_EXTRA_ARGS)
+    #: Run the model repository's own Python code (``--trust-remote-code``). The
+    #: control plane refuses it unless an administrator allows the model.
+    trust_remote_code: bool = False
 
     @field_validator("extra_args")
     @classmethod

@@ -194,6 +194,7 @@ def build_endpoint(
             ),
             hf_token_secret_name=storage.hf_token_secret_name,
             extra_args=tuple(spec.vllm.extra_args),
+            trust_remote_code=spec.vllm.trust_remote_code,
             exposure=spec.exposure.kind,
             cidrs=tuple(spec.exposure.cidrs),
             open_webui=spec.open_webui,

@@ -110,6 +110,7 @@ class InferenceServiceArgs:
         storage: The weights' volume; None lets vLLM download from the Hub.
         hf_token_secret_name: Secret with the Hugging Face token under ``token``.
         extra_args: Extra vLLM flags (``--name`` or ``--name=value``).
+        trust_remote_code: Let vLLM run the model repository's own code.
         args_override: Full vLLM argument list replacing the generated one
             (deployment and leader-worker-set).
         image: Serving image; default by mode and accelerator from ``_versions``.
@@ -139,6 +140,7 @@ class InferenceServiceArgs:
     storage: ModelVolume | None = None
     hf_token_secret_name: pulumi.Input[str] | None = None
     extra_args: Sequence[str] = ()
+    trust_remote_code: bool = False
     args_override: Sequence[str] | None = None
     image: str | None = None
     exposure: ExposureKind = ExposureKind.CLUSTER

@@ -26,12 +26,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from automation.api.deps import AppContext
+from automation.api.limits import RequestLimits
 from automation.api.routes import endpoints, health, operations
 from automation.api.schemas import ErrorBody
 from automation.auth import TokenRegistry
 from automation.dispatcher import Dispatcher, Launcher
 from automation.settings import Settings
-from automation.store import Conflict, IdempotencyMismatch, NotFound, Store
+from automation.store import Conflict, IdempotencyMismatch, NotFound, QuotaExceeded, Store
 from automation.usecases import ControlPlane, InvalidRequest, Planner, default_planner
 
 log = logging.getLogger("llm_endpoints.api")
@@ -60,7 +61,9 @@ _CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "body_too_large",
     422: "invalid_request",
+    429: "quota_exceeded",
 }
 
 
@@ -109,6 +112,10 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)
     async def invalid_request(_req: Request, exc: InvalidRequest) -> JSONResponse:
         return _error(422, exc.code, str(exc), exc.details)
+
+    @app.exception_handler(QuotaExceeded)
+    async def quota(_req: Request, exc: QuotaExceeded) -> JSONResponse:
+        return _error(429, "quota_exceeded", str(exc), [str(exc)])
 
     @app.exception_handler(IdempotencyMismatch)
     async def idem(_req: Request, exc: IdempotencyMismatch) -> JSONResponse:
@@ -175,6 +182,13 @@ def create_app(
         responses={500: {"description": "internal error", "model": ErrorBody}},
     )
     _install_handlers(app)
+
+    def registry() -> TokenRegistry | None:
+        ctx = getattr(app.state, "ctx", None)
+        return None if ctx is None else ctx.tokens
+
+    # Outermost: sizes and the token are checked before anything reads the body.
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, tokens=registry)
     app.include_router(health.router)
     app.include_router(endpoints.router)
     app.include_router(operations.router)

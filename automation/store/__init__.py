@@ -6,7 +6,13 @@ migrations; ``store`` the :class:`Store` itself.
 """
 
 from automation.procs import Owner
-from automation.store.errors import Conflict, IdempotencyMismatch, NotFound, StoreError
+from automation.store.errors import (
+    Conflict,
+    IdempotencyMismatch,
+    NotFound,
+    QuotaExceeded,
+    StoreError,
+)
 from automation.store.records import (
     CancelReason,
     Endpoint,
@@ -19,7 +25,7 @@ from automation.store.records import (
     utcnow,
 )
 from automation.store.states import IllegalTransition
-from automation.store.store import ACTIVE_OP, EXPIRABLE, Store
+from automation.store.store import ACTIVE_OP, EXPIRABLE, Quota, Store
 
 __all__ = [
     "ACTIVE_OP",
@@ -37,6 +43,8 @@ __all__ = [
     "OpStatus",
     "Operation",
     "Owner",
+    "Quota",
+    "QuotaExceeded",
     "Store",
     "StoreError",
     "utcnow",

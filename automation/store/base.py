@@ -199,12 +199,15 @@ class StoreBase:
         now: datetime,
         op_id: str | None = None,
     ) -> Operation:
-        """Queue an operation; it becomes its endpoint's latest, whoever queued it."""
+        """Queue an operation of the endpoint's current generation; it becomes the
+        endpoint's latest, whoever queued it."""
         op_id = op_id or str(uuid.uuid4())
+        generation = conn.execute(select(E.generation).where(E.name == endpoint)).scalar_one()
         conn.execute(
             insert(OPERATIONS).values(
                 id=op_id,
                 endpoint=endpoint,
+                generation=generation,
                 kind=kind,
                 status=OpStatus.QUEUED,
                 requested_by=user,

@@ -17,3 +17,16 @@ class Conflict(StoreError):
 
 class IdempotencyMismatch(StoreError):
     """An Idempotency-Key was reused for a different request (HTTP 422)."""
+
+
+class QuotaExceeded(StoreError):
+    """The caller's quota does not allow the request (HTTP 429).
+
+    Attributes:
+        quota: Which limit (``endpoints``, ``accelerators``, ``cost_per_hour``,
+            ``queued``).
+    """
+
+    def __init__(self, quota: str, message: str) -> None:
+        super().__init__(message)
+        self.quota = quota

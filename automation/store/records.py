@@ -182,8 +182,13 @@ class Endpoint:
     #: The operation holding the stack right now (the per-stack lock).
     lock_op_id: str | None = col(String(36))
     error: str | None = col(Text)
-    #: Incremented on each (re)create of the name, so teardown keys never repeat.
+    #: Incremented on each (re)create of the name: operations belong to a
+    #: generation, so a new owner of a reused name never sees the old history.
     generation: int = col(Integer, default=1)
+    #: Accelerator devices the endpoint runs (all replicas), for quotas.
+    accelerators: int | None = col(Integer)
+    #: Bumped on each API key rotation; the serving pods roll when it changes.
+    api_key_version: int = col(Integer, default=1)
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,8 @@ class Operation:
     seq: int = col(Integer, primary_key=True, autoincrement=True)
     id: str = col(String(36), unique=True)
     endpoint: str = col(String(40), index=True)
+    #: The endpoint generation the operation belongs to.
+    generation: int = col(Integer, default=1)
     kind: OpKind = col(EnumText(OpKind, 16))
     status: OpStatus = col(EnumText(OpStatus, 16), index=True)
     requested_by: str = col(String(128))
@@ -237,6 +244,7 @@ class EndpointOutputs:
     model: str | None = None
     instance_type: str | None = None
     cost_per_hour: float | None = None
+    accelerators: int | None = None
 
 
 metadata = MetaData()

@@ -20,6 +20,7 @@ Every status change is checked against the state tables of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from automation.procs import Owner
 from automation.store.base import ACTIVE_OP, OP, E, StoreBase
-from automation.store.errors import Conflict, NotFound
+from automation.store.errors import Conflict, NotFound, QuotaExceeded
 from automation.store.records import (
     ENDPOINTS,
     OPERATIONS,
@@ -49,6 +50,24 @@ from automation.store.states import check_endpoint_move
 EXPIRABLE = (EndpointStatus.READY, EndpointStatus.FAILED)
 #: Endpoint statuses from which a redeploy (another ``up``) is accepted.
 REDEPLOYABLE = (EndpointStatus.CREATING, EndpointStatus.READY, EndpointStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one user may run at once (None: no limit).
+
+    Attributes:
+        endpoints: Live endpoints (everything not destroyed, ``destroy_failed``
+            included: it may still cost money).
+        accelerators: Accelerator devices across those endpoints.
+        cost_per_hour: Their total $/h, as planned.
+        queued: Operations waiting to run (destroys are never refused).
+    """
+
+    endpoints: int | None = None
+    accelerators: int | None = None
+    cost_per_hour: float | None = None
+    queued: int | None = None
 
 
 class Store(StoreBase):
@@ -72,6 +91,7 @@ class Store(StoreBase):
         request_hash: str | None = None,
         hints: EndpointOutputs | None = None,
         op_id: str | None = None,
+        quota: Quota | None = None,
         now: datetime | None = None,
     ) -> tuple[Operation, bool]:
         """Record a new endpoint (or re-create a destroyed one) and queue its ``up``.
@@ -87,6 +107,7 @@ class Store(StoreBase):
         Raises:
             Conflict: the name belongs to a live endpoint.
             IdempotencyMismatch: the key was used for a different request.
+            QuotaExceeded: the owner's quota does not allow another endpoint.
         """
         now = now or utcnow()
         hints = hints or EndpointOutputs()
@@ -98,6 +119,7 @@ class Store(StoreBase):
             "model": hints.model or str(spec.get("model") or "") or None,
             "instance_type": hints.instance_type,
             "cost_per_hour": hints.cost_per_hour,
+            "accelerators": hints.accelerators,
             "error": None,
             "created_at": now,
             "updated_at": now,
@@ -109,15 +131,17 @@ class Store(StoreBase):
                 if replay := self._replay(conn, owner, idempotency_key, request_hash):
                     return replay, True
                 ep = self._endpoint(conn, name, lock=True)
-                if ep is None:
-                    conn.execute(insert(ENDPOINTS).values(name=name, generation=1, **values))
-                elif ep.status is EndpointStatus.DESTROYED:
-                    self._set_endpoint(conn, ep, generation=ep.generation + 1, **values)
-                else:
+                if ep is not None and ep.status is not EndpointStatus.DESTROYED:
                     raise Conflict(
                         f"endpoint {name!r} already exists (status {ep.status}); "
                         "delete it first or choose another name"
                     )
+                if quota is not None:
+                    self._check_quota(conn, owner, quota, hints, new_endpoint=True)
+                if ep is None:
+                    conn.execute(insert(ENDPOINTS).values(name=name, generation=1, **values))
+                else:
+                    self._set_endpoint(conn, ep, generation=ep.generation + 1, **values)
                 op = self._new_op(
                     conn, name, OpKind.UP, owner, idempotency_key, request_hash, now, op_id
                 )
@@ -139,6 +163,7 @@ class Store(StoreBase):
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         max_queued: int = 8,
+        quota: Quota | None = None,
         now: datetime | None = None,
     ) -> tuple[Operation, bool]:
         """Queue a destroy, refresh or re-``up`` of an existing endpoint.
@@ -189,6 +214,8 @@ class Store(StoreBase):
                     if ep.status not in EXPIRABLE:
                         raise Conflict(f"endpoint {name!r} is {ep.status}; it cannot be refreshed")
                     new_status = ep.status
+                if quota is not None and kind is not OpKind.DESTROY:
+                    self._check_quota(conn, user, quota, None, new_endpoint=False)
                 if self._active(conn, name) >= max_queued:
                     raise Conflict(
                         f"endpoint {name!r} already has {max_queued} operations queued; "
@@ -202,6 +229,50 @@ class Store(StoreBase):
                 if replay := self._replay(conn, user, idempotency_key, request_hash):
                     return replay, True
             raise
+
+    @staticmethod
+    def _check_quota(
+        conn: Connection,
+        user: str,
+        quota: Quota,
+        adding: EndpointOutputs | None,
+        *,
+        new_endpoint: bool,
+    ) -> None:
+        """Raise QuotaExceeded when one more operation (and endpoint) would pass a limit."""
+        live = conn.execute(
+            select(func.count(), func.sum(E.accelerators), func.sum(E.cost_per_hour)).where(
+                E.owner == user, E.status != EndpointStatus.DESTROYED
+            )
+        ).one()
+        queued = conn.execute(
+            select(func.count()).where(OP.requested_by == user, OP.status == OpStatus.QUEUED)
+        ).scalar_one()
+        add = adding or EndpointOutputs()
+        usage: dict[str, tuple[float, float | None, str]] = {
+            "queued": (int(queued) + 1, quota.queued, "queued operations"),
+        }
+        if new_endpoint:
+            usage |= {
+                "endpoints": (int(live[0]) + 1, quota.endpoints, "live endpoints"),
+                "accelerators": (
+                    int(live[1] or 0) + (add.accelerators or 0),
+                    quota.accelerators,
+                    "accelerators",
+                ),
+                "cost_per_hour": (
+                    float(live[2] or 0) + (add.cost_per_hour or 0),
+                    quota.cost_per_hour,
+                    "$/h",
+                ),
+            }
+        for name, (wanted, limit, what) in usage.items():
+            if limit is not None and wanted > limit:
+                raise QuotaExceeded(
+                    name,
+                    f"quota.{name}: {user} would have {wanted:g} {what}, over the limit of "
+                    f"{limit:g}; destroy an endpoint or wait for operations to finish",
+                )
 
     def extend(self, name: str, expires_at: datetime, *, now: datetime | None = None) -> Endpoint:
         """Move an endpoint's expiry (while it is creating or ready).
@@ -252,20 +323,39 @@ class Store(StoreBase):
     # -- dispatch ----------------------------------------------------------------
 
     def claimable(self, limit: int = 10, only: Sequence[str] | None = None) -> list[Operation]:
-        """Queued operations that are first in their endpoint's queue and whose
-        stack is free, oldest first."""
+        """Queued operations that are first in their endpoint's queue and whose stack
+        is free, fairly ordered between users: by how many operations the user
+        already has running plus its place in the user's own queue, then oldest
+        first. One user's backlog therefore never delays another user's first
+        operation by more than one slot."""
         head = select(func.min(OP.seq)).where(OP.status == OpStatus.QUEUED).group_by(OP.endpoint)
-        q = (
-            select(OPERATIONS)
+        running = (
+            select(OP.requested_by.label("user"), func.count().label("n"))
+            .where(OP.status == OpStatus.RUNNING)
+            .group_by(OP.requested_by)
+            .subquery()
+        )
+        ready = (
+            select(
+                OPERATIONS,
+                func.row_number()
+                .over(partition_by=OP.requested_by, order_by=OP.seq)
+                .label("place"),
+            )
             .join(ENDPOINTS, E.name == OP.endpoint)
             .where(OP.seq.in_(head), E.lock_op_id.is_(None))
-            .order_by(OP.seq)
-            .limit(limit)
         )
         if only is not None:
-            q = q.where(OP.id.in_(list(only)))
+            ready = ready.where(OP.id.in_(list(only)))
+        r = ready.subquery()
+        q = (
+            select(*(r.c[c.name] for c in OPERATIONS.c))
+            .outerjoin(running, running.c.user == r.c.requested_by)
+            .order_by(func.coalesce(running.c.n, 0) + r.c.place, r.c.seq)
+            .limit(limit)
+        )
         with self._tx() as conn:
-            return [record(Operation, r) for r in conn.execute(q)]
+            return [record(Operation, row) for row in conn.execute(q)]
 
     def claim(self, op_id: str, owner: Owner, *, now: datetime | None = None) -> bool:
         """Atomically take the stack lock for a queued operation and mark it running.
@@ -384,6 +474,7 @@ class Store(StoreBase):
                     "model": outputs.model,
                     "instance_type": outputs.instance_type,
                     "cost_per_hour": outputs.cost_per_hour,
+                    "accelerators": outputs.accelerators or ep.accelerators,
                 }
             # A destroy queued behind this up owns the status from here on.
             if ep.status in REDEPLOYABLE:

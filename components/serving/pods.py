@@ -189,6 +189,7 @@ class PodBuilder:
             max_num_seqs=a.max_num_seqs,
             extra_args=a.extra_args,
             distributed_executor_backend=backend,
+            trust_remote_code=a.trust_remote_code,
         )
 
     def env(self, efa: bool = False) -> list[dict[str, Any]]:

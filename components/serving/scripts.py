@@ -33,6 +33,7 @@ def vllm_args(
     max_num_seqs: int,
     extra_args: Sequence[str] = (),
     distributed_executor_backend: str | None = None,
+    trust_remote_code: bool = False,
 ) -> list[str]:
     """The vLLM OpenAI server's arguments, in a stable order."""
     args = [
@@ -50,6 +51,8 @@ def vllm_args(
     ]  # fmt: skip
     if distributed_executor_backend:
         args += ["--distributed-executor-backend", distributed_executor_backend]
+    if trust_remote_code:
+        args.append("--trust-remote-code")
     return args + list(extra_args)
 
 
@@ -100,6 +103,7 @@ def serve_config(
     replicas: int,
     extra_args: Sequence[str] = (),
     neuron_cores: int = 0,
+    trust_remote_code: bool = False,
 ) -> str:
     """Ray Serve ``serveConfigV2``: Ray Serve LLM's OpenAI app over vLLM."""
     engine: dict[str, Any] = {
@@ -110,6 +114,8 @@ def serve_config(
     }
     if pipeline_parallel > 1:
         engine["pipeline_parallel_size"] = pipeline_parallel
+    if trust_remote_code:
+        engine["trust_remote_code"] = True
     engine.update(flag_to_kwarg(f) for f in extra_args)
     llm: dict[str, Any] = {
         "model_loading_config": {"model_id": model_id, "model_source": model_source},

@@ -165,6 +165,7 @@ def ray_service(b: PodBuilder) -> None:
                 replicas=a.replicas,
                 extra_args=a.extra_args,
                 neuron_cores=a.tensor_parallel if neuron else 0,
+                trust_remote_code=a.trust_remote_code,
             ),
             # The startup budget, so a slow first load is not taken for a failure.
             "deploymentUnhealthySecondThreshold": budget_s,

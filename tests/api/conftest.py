@@ -34,6 +34,8 @@ def settings(tmp_path: Path) -> Settings:
         tokens_inline=TOKENS_JSON,
         max_queued_per_endpoint=4,
         max_ttl="2d",
+        # The tests send HF tokens to the render target; the operator opted in.
+        render_secrets="allow",
     )
 
 

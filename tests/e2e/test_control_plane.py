@@ -97,7 +97,7 @@ def test_create_ready_destroy_gone_over_http(tmp_path: Path) -> None:
 
 
 def test_ten_concurrent_creates_all_succeed(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, pool_size=4)
+    settings = make_settings(tmp_path, pool_size=4, quota_endpoints=10)
     store = Store.from_settings(settings)
     names = [f"many-{i}" for i in range(10)]
     with Server(settings) as srv, srv.client(ALICE) as c, ThreadPoolExecutor(10) as pool:
@@ -240,7 +240,8 @@ def test_canary_secret_never_leaks(
 ) -> None:
     canary = "hf_CANARY0e2e0secret0value0123456789"
     needles = [canary.encode(), base64.b64encode(canary.encode())]
-    settings = make_settings(tmp_path)
+    # The render target takes a token only when the operator allows secrets on disk.
+    settings = make_settings(tmp_path, render_secrets="allow")
     store = Store.from_settings(settings)
     caplog.set_level(logging.DEBUG)
     bodies: list[str] = []

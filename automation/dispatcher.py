@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 
 from automation.procs import (
     BOOT_ID,
@@ -96,6 +97,7 @@ class Dispatcher:
         """Recover what a crash left, then dispatch in a background thread."""
         self.tick()
         self.sweep()
+        self.reap_strays()
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
         self._thread.start()
 
@@ -258,6 +260,28 @@ class Dispatcher:
         discard_secret(self.settings, op_id)
         shutil.rmtree(self.settings.work_root / op_id, ignore_errors=True)
         (self.settings.work_root / f"{op_id}.out").unlink(missing_ok=True)
+
+    def reap_strays(self) -> int:
+        """End the processes that outlived finished operations' workers on this host.
+
+        A worker ends its own session on every way out, but a worker killed
+        with SIGKILL cannot: its plugins live on in its session (whose id is the
+        dead worker's pid, which the kernel does not reuse while the session
+        exists). Returns how many processes were ended.
+        """
+        n = 0
+        since = utcnow() - timedelta(seconds=self.settings.op_time_limit_s * 2 + 86_400)
+        for op in self.store.list_operations(statuses=[s for s in OpStatus if s.terminal]):
+            if op.pid is None or not op.worker or op.host != HOST or op.boot_id != BOOT_ID:
+                continue
+            if op.finished_at is not None and op.finished_at < since:
+                continue
+            # A process with that pid is the worker itself (finishing up) or, if
+            # the pid was reused, proof that the old session is empty: leave it.
+            if pid_start(op.pid) is not None:
+                continue
+            n += kill_session(op.pid)
+        return n
 
     def sweep(self) -> None:
         """Remove work dirs and secrets of operations that are over."""

@@ -125,3 +125,17 @@ def kill_session(sid: int) -> int:
             os.kill(pid, signal.SIGKILL)
             n += 1
     return n
+
+
+def end_strays(keep: int | None = None) -> int:
+    """SIGKILL every other process of this process's session (the worker's own
+    tree: a ``pulumi`` CLI and the provider plugins it started, which outlive a
+    killed CLI). Returns how many."""
+    me = os.getpid() if keep is None else keep
+    n = 0
+    for pid in session_members(os.getsid(0)):
+        if pid != me:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                n += 1
+    return n

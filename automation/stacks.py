@@ -198,6 +198,16 @@ def sanitize_error(err: BaseException, scrub: Callable[[str], str], limit: int =
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
+def left_behind(deployment: dict[str, Any]) -> list[str]:
+    """The URNs of a deployment's resources other than the stack and its providers."""
+    return [
+        str(r.get("urn", "?"))
+        for r in deployment.get("resources") or []
+        if r.get("type") != "pulumi:pulumi:Stack"
+        and not str(r.get("type", "")).startswith("pulumi:providers:")
+    ]
+
+
 class StackService:
     """Pulumi stacks of endpoints, through the Automation API.
 
@@ -532,6 +542,14 @@ class StackService:
                 changes=_changes(res.summary.resource_changes),
                 dropped_pending=dropped,
             )
+            # Verified, not assumed: whatever is still in the state still exists.
+            with self._mapped("export", name):
+                remaining = left_behind(dict(stack.export_stack().deployment or {}))
+            if remaining:
+                raise OperationFailed(
+                    f"destroy of {name} left {len(remaining)} resource(s): "
+                    + ", ".join(remaining[:10])
+                )
             if remove:
                 with self._mapped("stack rm", name):
                     stack.workspace.remove_stack(name)

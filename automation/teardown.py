@@ -45,6 +45,8 @@ class TeardownReport:
         failed: Claimed, every attempt failed; left ``destroy_failed``.
         attempts: Destroy attempts per claimed endpoint.
         dry_run: Nothing was changed.
+        still_failed: Every endpoint ``destroy_failed`` after the run (this
+            run's and earlier ones), which a person must look at.
     """
 
     expired: list[str] = field(default_factory=list)
@@ -53,11 +55,17 @@ class TeardownReport:
     failed: list[str] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
     dry_run: bool = False
+    still_failed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed."""
-        return not self.failed
+        """True when nothing failed now and no endpoint is left ``destroy_failed``.
+
+        The job keeps exiting non-zero on every run while any endpoint is
+        ``destroy_failed`` (from this run or an earlier one), so the scheduler
+        keeps alerting until a person has dealt with it.
+        """
+        return not self.failed and not self.still_failed
 
 
 def run_teardown(
@@ -103,6 +111,7 @@ def run_teardown(
             echo(
                 f"would destroy {ep.name} (owner {ep.owner}, {ep.status}, expired {ep.expires_at})"
             )
+        report.still_failed = _destroy_failed(store)
         return report
 
     pending: dict[str, str] = {}
@@ -122,7 +131,14 @@ def run_teardown(
         )
     finally:
         dispatcher.stop()
+    report.still_failed = _destroy_failed(store)
+    for name in report.still_failed:
+        echo(f"{name} is destroy_failed: a person must look at it (see its last operation)")
     return report
+
+
+def _destroy_failed(store: Store) -> list[str]:
+    return [ep.name for ep in store.list_endpoints() if ep.status is EndpointStatus.DESTROY_FAILED]
 
 
 def _destroy_all(
@@ -195,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         f"expired {len(report.expired)}, claimed {len(report.claimed)}, destroyed "
         f"{len(report.destroyed)}, failed {len(report.failed)}"
         + (f": {', '.join(report.failed)}" if report.failed else "")
+        + (f"; destroy_failed now: {', '.join(report.still_failed)}" if report.still_failed else "")
     )
     return 0 if report.ok else 1
 

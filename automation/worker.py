@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from automation.procs import owner_of
+from automation.procs import end_strays, owner_of
 from automation.secrets import Scrubber, discard_secret, read_secret
 from automation.settings import Settings
 from automation.stacks import OperationFailed, StackError, StackService
@@ -135,6 +135,9 @@ def run_operation(op_id: str, settings: Settings, *, store: Store | None = None)
     except Exception as e:  # anything else is a bug; report its type, never its data
         error = scrub(f"internal error: {type(e).__name__}: {e}")[:2000]
     finally:
+        # Whatever the operation left running (a plugin of a killed CLI) ends with it.
+        if (strays := end_strays()) and not error:
+            log(f"[{op.kind}] ended {strays} process(es) the engine left running")
         if error:
             log(f"[{op.kind}] failed: {error}")
         log.close()
@@ -153,13 +156,24 @@ def run_operation(op_id: str, settings: Settings, *, store: Store | None = None)
 
 
 def _remove_render_dir(settings: Settings, spec: Any) -> None:
-    """After a destroy, the server-owned render folder of the endpoint goes too."""
+    """After a destroy, the server-owned render folder of the endpoint goes too.
+
+    Raises:
+        OperationFailed: the folder (or a file in it) could not be removed; the
+            destroy is not reported done while manifests are left on disk.
+    """
     if not spec.render_only:
         return
     target = Path(spec.cluster.render_dir).resolve()
     base = settings.render_base
-    if target != base and base in target.parents:
-        shutil.rmtree(target, ignore_errors=True)
+    if target == base or base not in target.parents:
+        return  # not a folder this server made: leave it to its owner
+    errors: list[str] = []
+    shutil.rmtree(target, onerror=lambda _f, path, exc: errors.append(f"{path}: {exc[1]}"))
+    if target.exists():
+        raise OperationFailed(
+            f"destroy left the rendered manifests in {target}: " + "; ".join(errors[:3])
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

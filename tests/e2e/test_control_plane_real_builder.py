@@ -6,6 +6,7 @@ steer slowness and failures; this one proves the real program runs inline."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,15 @@ def test_real_builder_create_ready_destroy(tmp_path: Path) -> None:
 
         shown = c.get("/v1/endpoints/real").json()
         assert shown["status"] == "ready"
-        assert shown["url"] == "http://real.real.svc.cluster.local:8000/v1"
+        # The server picks a fresh namespace per endpoint: ``real-<6 hex>``.
+        namespace = store.get_endpoint("real").spec["namespace"]
+        assert re.fullmatch(r"real-[0-9a-f]{6}", namespace), namespace
+        assert shown["url"] == f"http://real.{namespace}.svc.cluster.local:8000/v1"
         assert shown["instance_type"] == "g5.xlarge"
         assert shown["cost_per_hour"] == pytest.approx(1.006)
 
         docs = _rendered(render_dir)
-        assert {"Namespace/real", "Deployment/real", "Service/real"} <= set(docs)
+        assert {f"Namespace/{namespace}", "Deployment/real", "Service/real"} <= set(docs)
         container = docs["Deployment/real"]["spec"]["template"]["spec"]["containers"][0]
         args = " ".join(container.get("command", []) + container.get("args", []))
         assert f"--served-model-name {MODEL}" in args

@@ -97,7 +97,8 @@ def test_kill_9_mid_up_then_restart_interrupts_and_destroys_cleanly(tmp_path: Pa
 
 
 def test_time_limit_stops_an_operation_as_timed_out(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, op_time_limit_s=4, cancel_grace_s=2)
+    # Long enough for the destroy below on a busy machine, far short of the 120 s resource.
+    settings = make_settings(tmp_path, op_time_limit_s=10, cancel_grace_s=2)
     store = Store.from_settings(settings)
     with Server(settings) as srv, srv.client(ALICE) as c:
         op_id = c.post("/v1/endpoints", json=request("late", labels={"slow": "120"})).json()[

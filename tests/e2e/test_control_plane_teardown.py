@@ -110,9 +110,11 @@ def test_two_teardowns_destroy_each_expired_endpoint_once(tmp_path: Path) -> Non
     assert stuck.status is EndpointStatus.DESTROY_FAILED and "protected" in (stuck.error or "")
     assert checkpoint_path(settings, "stuck").exists(), "its stack is still there"
 
-    # A later run leaves it alone unless asked, and says so with its exit code.
+    # A later run leaves it alone unless asked, and keeps failing (the alert
+    # stays up) while it is destroy_failed.
     again = run_teardown(settings, clock=clock, echo=lambda _: None)
-    assert again.expired == [] and again.ok
+    assert again.expired == [] and again.claimed == []
+    assert again.still_failed == ["stuck"] and not again.ok
 
 
 def test_teardown_cli_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,5 +131,10 @@ def test_teardown_cli_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     store.extend("cli-stuck", utcnow() - timedelta(minutes=1))
     assert main(["--attempts", "1", "--backoff", "0"]) == 1
     assert store.get_endpoint("cli-stuck").status is EndpointStatus.DESTROY_FAILED
-    assert main(["--attempts", "1", "--backoff", "0"]) == 0, "not retried unless asked"
+    tries = len(store.list_operations("cli-stuck"))
+    # Not retried unless asked, but every run exits 1 while it is destroy_failed.
+    assert main(["--attempts", "1", "--backoff", "0"]) == 1
+    assert main(["--dry-run"]) == 1
+    assert len(store.list_operations("cli-stuck")) == tries, "not retried unless asked"
     assert main(["--attempts", "1", "--backoff", "0", "--retry-failed"]) == 1
+    assert len(store.list_operations("cli-stuck")) == tries + 1

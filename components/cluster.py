@@ -30,6 +30,7 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
+from components import _versions
 from components import addons as addon_components
 from components.addons import ADDON_SERVICE_ACCOUNTS, ADDONS, Addons, ClusterContext
 from components.addons.base import ADDON_NAMESPACE, SYSTEM_LABEL
@@ -123,7 +124,7 @@ class ClusterArgs:
 
     mode: ClusterMode
     cluster_name: str | None = None
-    kubernetes_version: str = "1.33"
+    kubernetes_version: str = _versions.EKS_KUBERNETES_VERSION
     auto_mode: bool = False
     availability_zones: int = 3
     vpc_cidr: str = "10.0.0.0/16"

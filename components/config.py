@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from components import rules
+from components import _versions, rules
 from components.catalog import INSTANCES, Accelerator, DType, get_instance, get_model
 from components.pool_rules import check_pool_instances
 from components.rules import (
@@ -132,9 +132,14 @@ class ClusterSpec(_Model):
     render_dir: str | None = None
     #: dedicated: AWS region and Kubernetes version.
     region: str = "us-east-1"
-    kubernetes_version: str = "1.33"
+    kubernetes_version: str = _versions.EKS_KUBERNETES_VERSION
     auto_mode: bool = False
     availability_zones: int = Field(default=3, ge=2, le=3)
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _k8s_version(cls, v: str) -> str:
+        return check_kubernetes_version(v, "cluster.kubernetes_version")
 
     @model_validator(mode="after")
     def _mode_fields(self) -> Self:
@@ -433,6 +438,16 @@ class EndpointSpec(EndpointRequest):
         return self.cluster.mode is ClusterMode.EXISTING and bool(self.cluster.render_dir)
 
 
+def check_kubernetes_version(value: str, field: str) -> str:
+    """An EKS Kubernetes version in standard support (extended support bills extra)."""
+    if value not in _versions.EKS_STANDARD_SUPPORT:
+        raise ValueError(
+            f"{field}: {value!r} is not an EKS version in standard support "
+            f"({', '.join(_versions.EKS_STANDARD_SUPPORT)}); older ones bill extended support"
+        )
+    return value
+
+
 def format_validation_error(err: ValidationError) -> str:
     """One line per problem, each naming the field: ``storage.kind: ...``."""
     lines = []
@@ -472,10 +487,15 @@ class PlatformSpec(_Model):
 
     name: str = "llm-platform"
     region: str = "us-east-1"
-    kubernetes_version: str = "1.33"
+    kubernetes_version: str = _versions.EKS_KUBERNETES_VERSION
     auto_mode: bool = False
     availability_zones: int = Field(default=3, ge=2, le=3)
     addons: dict[str, bool] = Field(default_factory=dict)
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _k8s_version(cls, v: str) -> str:
+        return check_kubernetes_version(v, "kubernetes_version")
 
     @field_validator("name")
     @classmethod
@@ -490,6 +510,8 @@ class StackConfig:
     endpoint: EndpointSpec | None
     platform: PlatformSpec | None
     hf_token: Any = None  # pulumi.Output[str] (secret) or None
+    api_key: Any = None  # pulumi.Output[str] (secret) or None
+    api_key_version: int = 1
 
 
 def load_stack_config() -> StackConfig:
@@ -519,12 +541,32 @@ def load_stack_config() -> StackConfig:
             raise ValueError("llm-endpoints:platform: " + format_validation_error(e)) from None
     if not isinstance(endpoint, dict):
         raise ValueError("llm-endpoints:endpoint must be an object (see Pulumi.yaml)")
-    hf_token = None
-    if cfg.get("hfToken"):
-        if not pulumi.runtime.config.is_config_secret("llm-endpoints:hfToken"):
+    hf_token = _secret_config(cfg, "hfToken", required=False)
+    spec = parse_spec(endpoint)
+    return StackConfig(
+        endpoint=spec,
+        platform=None,
+        hf_token=hf_token,
+        api_key=_secret_config(cfg, "apiKey", required=not spec.render_only),
+        api_key_version=cfg.get_int("apiKeyVersion") or 1,
+    )
+
+
+def _secret_config(cfg: Any, key: str, *, required: bool) -> Any:
+    """A config value that must be a Pulumi secret (None when unset and optional)."""
+    import pulumi
+
+    if not cfg.get(key):
+        if required:
             raise ValueError(
-                "llm-endpoints:hfToken is stored in plain text; set it with "
-                "`pulumi config set --secret llm-endpoints:hfToken ...`"
+                f"llm-endpoints:{key}: required for an endpoint on a cluster (clients "
+                "authenticate with it); set it with `pulumi config set --secret "
+                f'llm-endpoints:{key} "$(openssl rand -hex 24)"`'
             )
-        hf_token = cfg.get_secret("hfToken")
-    return StackConfig(endpoint=parse_spec(endpoint), platform=None, hf_token=hf_token)
+        return None
+    if not pulumi.runtime.config.is_config_secret(f"llm-endpoints:{key}"):
+        raise ValueError(
+            f"llm-endpoints:{key} is stored in plain text; set it with "
+            f"`pulumi config set --secret llm-endpoints:{key} ...`"
+        )
+    return cfg.get_secret(key)

@@ -47,9 +47,11 @@ import jsonschema
 import kubernetes_validate
 from referencing import Registry, Resource
 
+from components._versions import EKS_KUBERNETES_VERSION
+
 #: The Kubernetes version manifests are validated against (the cluster default,
 #: ``ClusterSpec.kubernetes_version``). kubernetes-validate 1.37 bundles 1.25-1.37.
-KUBERNETES_VERSION = "1.33"
+KUBERNETES_VERSION = EKS_KUBERNETES_VERSION
 _SCHEMA_DIR = f"v{KUBERNETES_VERSION}.0-local-strict"
 _DEFS_ID = "https://kubernetes.io/api/_definitions.json"
 

@@ -171,7 +171,7 @@ def test_dedicated_eks_cluster_uses_api_auth_oidc_and_private_nodes(
     cluster = dedicated(mocks, cluster_name="llm-platform")
     eks = mocks.one("eks:index:Cluster").inputs
     assert eks["name"] == "llm-platform"
-    assert eks["version"] == "1.33"
+    assert eks["version"] == _versions.EKS_KUBERNETES_VERSION
     assert eks["authenticationMode"] == "API"
     assert eks["createOidcProvider"] is True
     assert eks["skipDefaultNodeGroup"] is True
@@ -689,7 +689,7 @@ def test_platform_stack_file_maps_to_a_dedicated_cluster() -> None:
     assert args.mode is ClusterMode.DEDICATED
     assert args.cluster_name == "llm-platform"
     assert args.auto_mode is False
-    assert args.kubernetes_version == "1.33"
+    assert args.kubernetes_version == _versions.EKS_KUBERNETES_VERSION
     assert args.addons is not None
     addons = args.addons.resolved(args.auto_mode)
     # What the shared reference endpoints need: g5 + KubeRay, inf2 + Neuron.

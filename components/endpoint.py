@@ -32,16 +32,27 @@ from components.inference_service import (
     InferenceServiceArgs,
     ModelVolume,
     Scheduling,
+    default_image,
 )
-from components.model_storage import ModelStorage, ModelStorageArgs
+from components.model_storage import ModelStorage, ModelStorageArgs, storage_needs_root
 from components.planner import Estimate, plan_for_spec
 from components.platform import export_platform_outputs
+from components.serving.pods import needs_root
 
 #: Label on every object (and, through the pool, every node) of an endpoint.
 ENDPOINT_LABEL = "llm-endpoints/endpoint"
 #: Unix time at which a self-service endpoint expires, so an on-call engineer
 #: can find what a forgotten endpoint left behind with a label selector.
 EXPIRES_LABEL = "llm-endpoints/expires-at"
+
+
+def pod_security_labels(root: bool) -> dict[str, str]:
+    """Pod Security admission labels: ``restricted`` unless some pod needs root
+    (then ``baseline``: still no host access, privilege or added capabilities)."""
+    level = "baseline" if root else "restricted"
+    return {
+        f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")
+    }
 
 
 def _addons_for(spec: EndpointSpec) -> Addons:
@@ -68,6 +79,8 @@ def build_endpoint(
     spec: EndpointSpec,
     hf_token: pulumi.Input[str] | None = None,
     expires_at: datetime | None = None,
+    api_key: pulumi.Input[str] | None = None,
+    api_key_version: int = 1,
 ) -> dict[str, Any]:
     """Create everything one endpoint needs and return its stack outputs.
 
@@ -75,6 +88,10 @@ def build_endpoint(
         spec: The validated endpoint spec.
         hf_token: Hugging Face token (a Pulumi secret), for gated models.
         expires_at: When the control plane will destroy it (None: never).
+        api_key: The endpoint's API key (a Pulumi secret), stored in the Secret
+            ``{name}-api-key``. None: that Secret is made outside this program
+            (a render target that must not write secrets); the pods still need it.
+        api_key_version: Bumped on rotation; rolls the pods.
 
     Returns:
         Outputs: ``url``, ``model``, ``instance_type``, ``cost_per_hour`` (all
@@ -100,10 +117,20 @@ def build_endpoint(
     )
     on_cluster = pulumi.ResourceOptions(providers=[*providers, cluster.k8s_provider])
 
-    # The endpoint's own namespace: created and deleted with it.
+    # The endpoint's own namespace: created and deleted with it, and admitted
+    # under the strictest Pod Security level its pods allow.
+    root = needs_root(
+        default_image(
+            spec.serving,
+            neuron=plan.accelerator is Accelerator.NEURON,
+            efa=spec.pool.efa,
+        ),
+        open_webui=spec.open_webui,
+        storage_root=storage_needs_root(spec.storage.kind),
+    )
     ns = k8s.core.v1.Namespace(
         f"{name}-namespace",
-        metadata={"name": namespace, "labels": labels},
+        metadata={"name": namespace, "labels": {**labels, **pod_security_labels(root)}},
         opts=pulumi.ResourceOptions(provider=cluster.k8s_provider),
     )
     waits_for: list[pulumi.Resource] = [*cluster.addon_resources, ns]
@@ -112,6 +139,8 @@ def build_endpoint(
     )
 
     pool_mode = spec.resolved_pool_mode
+    # The planned type first; the pool may add others, and the pods fit the smallest.
+    instance_types = [plan.instance_type, *spec.pool.instance_types]
     managed = pool_mode is PoolMode.MANAGED
     security_groups = (
         cluster.cluster_security_group_id.apply(lambda sg: [sg])
@@ -123,7 +152,7 @@ def build_endpoint(
         AcceleratorPoolArgs(
             mode=pool_mode,
             accelerator=plan.accelerator,
-            instance_types=[plan.instance_type, *spec.pool.instance_types],
+            instance_types=instance_types,
             capacity_types=spec.pool.capacity_types,
             max_nodes=spec.pool_max_nodes,
             efa=spec.pool.efa,
@@ -175,6 +204,7 @@ def build_endpoint(
                 resource_name=pool.resource_name,
                 efa=pool.efa,
                 efa_devices=instance.efa if pool.efa else 0,
+                instance_types=list(dict.fromkeys(instance_types)),
             ),
             tensor_parallel=plan.tensor_parallel,
             pipeline_parallel=plan.pipeline_parallel,
@@ -191,6 +221,7 @@ def build_endpoint(
                 model_path=storage.model_path,
                 download_container=storage.download_container,
                 service_account_name=storage.service_account_name,
+                needs_root=storage.needs_root,
             ),
             hf_token_secret_name=storage.hf_token_secret_name,
             extra_args=tuple(spec.vllm.extra_args),
@@ -198,6 +229,10 @@ def build_endpoint(
             exposure=spec.exposure.kind,
             cidrs=tuple(spec.exposure.cidrs),
             open_webui=spec.open_webui,
+            api_key=api_key,
+            api_key_version=api_key_version,
+            # A pool that adds nodes can start the new pod before stopping the old.
+            surge=pool_mode in (PoolMode.KARPENTER, PoolMode.AUTO_MODE),
             labels=labels,
         ),
         # The server starts after its weights volume (and prefetch Job) and pool.

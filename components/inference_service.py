@@ -2,32 +2,42 @@
 
 Modes (:class:`~components.config.ServingMode`):
 
-* ``deployment`` — the vLLM OpenAI server as a Deployment, one model replica per
-  pod, a ClusterIP Service ``{name}`` on port 8000.
+* ``deployment`` — ``vllm serve`` as a Deployment, one model replica per pod, a
+  ClusterIP Service ``{name}`` on port 8000.
 * ``leader-worker-set`` — one model over several nodes: a LeaderWorkerSet whose
-  groups have ``pipeline_parallel`` pods (leader + workers). The pods form a Ray
-  cluster (the leader runs ``ray start --head``, workers join it) and the leader
-  runs vLLM with ``--distributed-executor-backend ray``, tensor parallel inside a
-  node and pipeline parallel across nodes. The Service ``{name}`` selects leaders.
-* ``ray-service`` — a KubeRay RayService: a CPU-only head and an accelerator
-  worker group, running Ray Serve LLM's OpenAI app (``ray.serve.llm:build_openai_app``)
-  with vLLM underneath. KubeRay creates and maintains the Service
-  ``{name}-serve-svc`` (port 8000) over the pods whose Serve proxy is healthy;
-  the endpoint URL and the Ingress use that Service.
+  groups have ``pipeline_parallel`` pods, running vLLM's own multi-node mode
+  (tensor parallel inside a node, pipeline parallel across nodes; the leader
+  serves, the workers join it headless). The Service ``{name}-leader`` selects
+  leaders (the controller owns a headless Service named ``{name}``). With EFA the
+  pods use vLLM's ``-efa`` image and request the interfaces.
+* ``ray-service`` — a KubeRay RayService: a small head (Serve controller and
+  proxy, no replicas) and an accelerator worker group, running Ray Serve LLM's
+  OpenAI app with vLLM underneath. Ray Serve has no API keys, so the head pod
+  carries an nginx that checks the endpoint's key; the Service ``{name}`` points
+  at it (KubeRay's own ``{name}-serve-svc`` skips the check and is not used).
 
-Every mode: ``/health`` startup, readiness and liveness probes (the startup
-budget covers the planner's cold-start estimate with a margin), ``/dev/shm`` in
-memory, the Hugging Face token from a Secret (by reference, never a value), a
-PodDisruptionBudget, an optional ALB Ingress (internal by default,
-internet-facing only with explicit source CIDRs) and an optional Open WebUI.
+Every mode:
 
-Security context: containers drop every capability, cannot escalate privileges
-and use the runtime's seccomp profile. They are not forced to run as non-root:
-the vLLM, Ray and Open WebUI images run as root and write caches under
-``/root`` (torch.compile, Triton, Hugging Face), and the NVIDIA/Neuron images do
-not define a non-root user; ``runAsNonRoot`` would keep them from starting.
+* **Fits its node.** Requests are the pod's share of the pinned instance types'
+  allocatable, less the platform's DaemonSets and the endpoint's CPU-only pods
+  (``serving/pods.py``); pods are pinned to those instance types.
+* **Authenticated.** The endpoint's API key lives in the Secret
+  ``{name}-api-key`` (made here from ``api_key``, a Pulumi secret); vLLM reads
+  it from ``VLLM_API_KEY`` and refuses ``/v1`` calls without it. Rotating bumps
+  ``api_key_version``, which rolls the pods.
+* **Non-root where the image allows** (vLLM uid 2000, Ray uid 1000), no
+  privilege escalation, no capabilities, the runtime's seccomp profile;
+  writable caches and HOME on volumes, the weights read-only.
+* ``/health`` startup, readiness and liveness probes (the startup budget covers
+  the planner's cold-start estimate with a margin), ``/dev/shm`` in memory, the
+  Hugging Face token by reference, a PodDisruptionBudget, an optional ALB
+  Ingress (internal by default, internet-facing only with explicit source
+  CIDRs) and an optional Open WebUI (which calls the endpoint with its key).
+* ``pulumi up`` waits until the model serves: Deployments by the provider's own
+  rules, LeaderWorkerSets and RayServices by their ``Available`` and ``Ready``
+  conditions (``pulumi.com/waitFor``).
 
-The Secret holding the token belongs to :class:`~components.model_storage.ModelStorage`
+The Secret holding the HF token belongs to :class:`~components.model_storage.ModelStorage`
 (``hf_token_secret_name``); this component only refers to it. The pods' building
 blocks, the three workloads and the exposure live in ``components/serving/``.
 """
@@ -39,16 +49,21 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from components import _versions, rules
+from components.addons.serving import KubeRay
+from components.catalog import get_instance
 from components.config import ExposureKind, ServingMode
 from components.serving import exposure, workloads
 from components.serving.pods import (
+    API_KEY_KEY,
     EFA,
     HEALTH_PATH,
     NEURON,
     NVIDIA_GPU,
     RESOURCE_NAMES,
+    WEBUI_PORT,
     ModelVolume,
     PodBuilder,
     Scheduling,
@@ -58,9 +73,8 @@ from components.serving.pods import (
 from components.serving.scripts import (
     PORT,
     RAY_GCS_PORT,
-    WORKER_SCRIPT,
     flag_to_kwarg,
-    leader_script,
+    multi_node_args,
     serve_config,
     vllm_args,
 )
@@ -74,13 +88,12 @@ __all__ = [
     "NVIDIA_GPU",
     "PORT",
     "RAY_GCS_PORT",
-    "WORKER_SCRIPT",
     "InferenceService",
     "InferenceServiceArgs",
     "ModelVolume",
     "Scheduling",
     "flag_to_kwarg",
-    "leader_script",
+    "multi_node_args",
     "rollout_timeout_s",
     "serve_config",
     "startup_failure_threshold",
@@ -118,9 +131,21 @@ class InferenceServiceArgs:
         cidrs: Source CIDRs allowed through the ALB (required for public-alb).
         certificate_arn: ACM certificate; the ALB then listens on HTTPS 443.
         open_webui: Deploy Open WebUI pointed at the endpoint.
-        cpu: CPU request of an accelerator pod.
-        memory: Memory request of an accelerator pod.
+        cpu: CPU request of an accelerator pod; None: its share of the pinned
+            instance types' allocatable (``scheduling.instance_types``).
+        memory: Memory request of an accelerator pod; None: likewise.
         shm_size: Size of the in-memory ``/dev/shm`` (NCCL, vLLM workers).
+        cache_size: Size of the writable cache volume (HOME, compile caches).
+        api_key: The endpoint's API key (a Pulumi secret): stored in the Secret
+            ``{name}-api-key`` that every serving container reads. None: that
+            Secret is made outside this program (a render target that must not
+            write secrets), and still required.
+        api_key_version: Bumped on rotation; the pods roll when it changes.
+        surge: Roll a Deployment by starting the new pod before stopping the old
+            (needs room for one more node: Karpenter and Auto Mode pools); False
+            replaces pods in place (fixed pools, existing clusters).
+        kuberay_namespace: Where the KubeRay operator runs (it alone may reach
+            Ray's dashboard).
         labels: Extra labels on every object.
     """
 
@@ -147,9 +172,14 @@ class InferenceServiceArgs:
     cidrs: Sequence[str] = ()
     certificate_arn: str | None = None
     open_webui: bool = False
-    cpu: str = "4"
-    memory: str = "32Gi"
+    cpu: str | None = None
+    memory: str | None = None
     shm_size: str = "16Gi"
+    cache_size: str = "50Gi"
+    api_key: pulumi.Input[str] | None = None
+    api_key_version: int = 1
+    surge: bool = False
+    kuberay_namespace: str = KubeRay.NAMESPACE
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -232,8 +262,16 @@ def _validate(name: str, a: InferenceServiceArgs) -> None:
             raise ValueError(
                 f"certificate_arn: {a.certificate_arn!r} is not an ACM certificate ARN"
             )
-    for fld in ("cpu", "memory", "shm_size"):
-        rules.check_quantity(getattr(a, fld), fld)
+    for fld in ("cpu", "memory", "shm_size", "cache_size"):
+        if getattr(a, fld) is not None:
+            rules.check_quantity(getattr(a, fld), fld)
+    if (a.cpu is None or a.memory is None) and not s.instance_types:
+        raise ValueError(
+            "scheduling.instance_types: give the instance types the pods run on (their "
+            "allocatable sizes the requests), or both cpu and memory"
+        )
+    for name in s.instance_types:
+        get_instance(name)
     if a.storage is not None:
         if not _model_path_ok(a.storage.model_path):
             raise ValueError(f"storage.model_path: {a.storage.model_path!r} must be absolute")
@@ -247,12 +285,22 @@ def _model_path_ok(path: str) -> bool:
     return path.startswith("/") and ".." not in path.split("/")
 
 
+def default_image(mode: ServingMode, *, neuron: bool, efa: bool) -> str:
+    """The pinned serving image for a mode and accelerator (``_versions``)."""
+    if ServingMode(mode) is ServingMode.RAY_SERVICE:
+        return _versions.RAY_VLLM_NEURON_IMAGE if neuron else _versions.RAY_VLLM_IMAGE
+    if neuron:
+        return _versions.VLLM_NEURON_IMAGE
+    # NCCL over EFA needs the libfabric plugin only the -efa image ships.
+    return _versions.VLLM_EFA_IMAGE if efa else _versions.VLLM_IMAGE
+
+
 class InferenceService(pulumi.ComponentResource):
     """vLLM serving one model, in one of three modes, with its Service.
 
     Attributes:
         service_name: The Service the endpoint URL points at (``{name}``, or
-            KubeRay's ``{name}-serve-svc`` for ray-service).
+            ``{name}-leader`` for leader-worker-set).
         namespace: The namespace of every object.
         url: OpenAI base URL: ``http://<svc>.<ns>.svc.cluster.local:8000/v1``, or
             the ALB's ``http(s)://<hostname>/v1`` once it has one.
@@ -260,6 +308,9 @@ class InferenceService(pulumi.ComponentResource):
         workload_name: The Deployment, LeaderWorkerSet or RayService name.
         webui_service_name: Open WebUI's Service (port 8080), or None.
         ingress_hostname: The ALB's hostname (Output; empty until known), or None.
+        needs_root: Some pod of the endpoint runs as root (Pod Security
+            ``baseline`` for its namespace; otherwise ``restricted``).
+        api_key_secret_name: The Secret every serving container reads the key from.
     """
 
     TYPE: ClassVar[str] = "llm-endpoints:components:InferenceService"
@@ -271,6 +322,8 @@ class InferenceService(pulumi.ComponentResource):
     workload_name: str
     webui_service_name: str | None
     ingress_hostname: pulumi.Output[str] | None
+    needs_root: bool
+    api_key_secret_name: str
 
     def __init__(
         self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -279,37 +332,47 @@ class InferenceService(pulumi.ComponentResource):
         super().__init__(self.TYPE, name, None, opts)
         self._name, self._args = name, args
         mode = ServingMode(args.mode)
-        neuron = args.scheduling.resource_name == NEURON
-        if args.image is not None:
-            self.image = args.image
-        elif mode is ServingMode.RAY_SERVICE:
-            self.image = _versions.RAY_VLLM_NEURON_IMAGE if neuron else _versions.RAY_VLLM_IMAGE
-        else:
-            self.image = _versions.VLLM_NEURON_IMAGE if neuron else _versions.VLLM_IMAGE
+        self.image = args.image or default_image(
+            mode, neuron=args.scheduling.resource_name == NEURON, efa=args.scheduling.efa
+        )
         self.namespace = args.namespace
         self.workload_name = name
         self.webui_service_name = None
         self.ingress_hostname = None
 
         pods = PodBuilder(self, name, args, self.image)
+        #: Any pod of the endpoint runs as root (its namespace's Pod Security level).
+        self.needs_root = pods.needs_root()
+        self.api_key_secret_name = pods.api_key_secret_name
+        if args.api_key is not None:
+            k8s.core.v1.Secret(
+                f"{name}-api-key",
+                metadata=pods.meta(pods.api_key_secret_name, pods.labels("api-key")),
+                type="Opaque",
+                string_data={API_KEY_KEY: pulumi.Output.secret(args.api_key)},
+                opts=pods.child(),
+            )
         if mode is ServingMode.DEPLOYMENT:
-            workloads.deployment(pods)
-            self.service_name = pods.service("server")
+            self.service_name = workloads.deployment(pods)
         elif mode is ServingMode.LEADER_WORKER_SET:
-            workloads.leader_worker_set(pods)
-            self.service_name = pods.service("leader")
+            self.service_name = workloads.leader_worker_set(pods)
         else:
-            workloads.ray_service(pods)
-            self.service_name = f"{name}-serve-svc"
+            self.service_name = workloads.ray_service(pods)
 
         in_cluster = f"http://{self.service_name}.{args.namespace}.svc.cluster.local:{PORT}/v1"
         self.url = pulumi.Output.from_input(in_cluster)
         if ExposureKind(args.exposure) is not ExposureKind.CLUSTER:
-            self.ingress_hostname, self.url = exposure.ingress(
-                pods, mode, self.service_name, in_cluster
-            )
+            self.ingress_hostname, self.url = exposure.ingress(pods, self.service_name, in_cluster)
         if args.open_webui:
             self.webui_service_name = exposure.open_webui(pods, self.service_name)
+        exposure.network_policy(
+            pods,
+            public_ports=[
+                workloads.AUTH_PROXY_PORT if mode is ServingMode.RAY_SERVICE else PORT,
+                *([WEBUI_PORT] if args.open_webui else []),
+            ],
+            kuberay_namespace=args.kuberay_namespace,
+        )
 
         self.register_outputs(
             {
@@ -321,5 +384,3 @@ class InferenceService(pulumi.ComponentResource):
                 "webui_service_name": self.webui_service_name,
             }
         )
-
-    # -- building blocks --------------------------------------------------------

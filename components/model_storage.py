@@ -91,6 +91,17 @@ MOUNT_ROOT = "/models"
 VOLUME_NAME = "models"
 _ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany")
 _VOLUME_KINDS = (StorageKind.FSX, StorageKind.EFS, StorageKind.PVC)
+#: File systems whose root directory belongs to root (FSx for Lustre, EFS
+#: without an access point): only root may write the weights into them.
+_ROOT_OWNED_KINDS = (StorageKind.FSX, StorageKind.EFS)
+#: Who the prefetch Job runs as where the volume allows it (any non-root user
+#: will do: the files it writes are world-readable).
+DOWNLOADER_UID = 1000
+
+
+def storage_needs_root(kind: StorageKind) -> bool:
+    """Whether filling this kind of volume takes root (see :data:`_ROOT_OWNED_KINDS`)."""
+    return StorageKind(kind) in _ROOT_OWNED_KINDS
 
 
 @dataclass(frozen=True)
@@ -209,6 +220,8 @@ class ModelStorage(pulumi.ComponentResource):
         download_at_start: True when the serving pods must download the weights
             (kind none, or a writable volume without prefetch); see
             :attr:`download_container`.
+        needs_root: Writing the weights takes root (FSx, EFS): the pods that
+            download them run as root.
         download_container: The init container that downloads the weights into
             :attr:`volume` at :attr:`model_path` (idempotent), or None.
         prefetch_job_name: Name of the prefetch Job, or None.
@@ -231,6 +244,7 @@ class ModelStorage(pulumi.ComponentResource):
     model_path: str
     read_only: bool
     download_at_start: bool
+    needs_root: bool
     download_container: dict[str, Any] | None
     prefetch_job_name: str | None
     prefetch_job: k8s.batch.v1.Job | None
@@ -260,6 +274,7 @@ class ModelStorage(pulumi.ComponentResource):
         self._tags = {**args.tags, "llm-endpoints/storage": name}
 
         self.read_only = kind is StorageKind.S3
+        self.needs_root = storage_needs_root(kind)
         self.model_path = f"{MOUNT_ROOT}/{prefix}"
         self.mount_path = self.model_path if kind is StorageKind.S3 else MOUNT_ROOT
         self.download_at_start = kind is StorageKind.NONE or (
@@ -312,6 +327,7 @@ class ModelStorage(pulumi.ComponentResource):
                 "mount_path": self.mount_path,
                 "read_only": self.read_only,
                 "download_at_start": self.download_at_start,
+                "needs_root": self.needs_root,
                 "prefetch_job_name": self.prefetch_job_name,
                 "hf_token_secret_name": self.hf_token_secret_name,
                 "service_account_name": self.service_account_name,
@@ -537,10 +553,15 @@ class ModelStorage(pulumi.ComponentResource):
     def _prefetch(self, kind: StorageKind, writer_sa: pulumi.Output[str] | None) -> None:
         a, name = self._args, self._name
         job_name = f"{name}-prefetch"
+        security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+        if not self.needs_root:
+            uid = DOWNLOADER_UID
+            security |= {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid}
+            security |= {"fsGroup": uid, "fsGroupChangePolicy": "OnRootMismatch"}
         pod: dict[str, Any] = {
             "restartPolicy": "OnFailure",
             "automountServiceAccountToken": False,
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": security,
         }
         if kind is StorageKind.S3:
             # Download to scratch, then upload; the Mountpoint volume is read-only.

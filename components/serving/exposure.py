@@ -11,8 +11,8 @@ from components import _versions
 from components.config import ExposureKind, ServingMode
 from components.serving.pods import (
     HEALTH_PATH,
-    RAY_HEALTH_PATH,
     SECURITY_CONTEXT,
+    WEBUI,
     WEBUI_PORT,
     PodBuilder,
 )
@@ -20,7 +20,7 @@ from components.serving.scripts import PORT
 
 
 def ingress(
-    b: PodBuilder, mode: ServingMode, service_name: str, in_cluster: str
+    b: PodBuilder, service_name: str, in_cluster: str
 ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
     """An ALB Ingress to the endpoint's Service.
 
@@ -33,9 +33,9 @@ def ingress(
     annotations = {
         "alb.ingress.kubernetes.io/scheme": "internet-facing" if public else "internal",
         "alb.ingress.kubernetes.io/target-type": "ip",
-        "alb.ingress.kubernetes.io/healthcheck-path": (
-            RAY_HEALTH_PATH if mode is ServingMode.RAY_SERVICE else HEALTH_PATH
-        ),
+        # Every mode's Service answers /health without a key (vLLM, or the
+        # auth proxy in front of Ray Serve).
+        "alb.ingress.kubernetes.io/healthcheck-path": HEALTH_PATH,
         # Streamed completions can stay quiet for minutes.
         "alb.ingress.kubernetes.io/load-balancer-attributes": ("idle_timeout.timeout_seconds=600"),
     }
@@ -90,13 +90,15 @@ def open_webui(b: PodBuilder, service_name: str) -> str:
         "ports": [{"name": "http", "containerPort": WEBUI_PORT, "protocol": "TCP"}],
         "env": [
             {"name": "OPENAI_API_BASE_URL", "value": f"http://{service_name}:{PORT}/v1"},
+            # The UI calls the endpoint like any client: with its key.
+            b.api_key_env("OPENAI_API_KEY"),
             {"name": "ENABLE_OLLAMA_API", "value": "false"},
             {"name": "DEFAULT_MODELS", "value": a.model_id},
             {"name": "DO_NOT_TRACK", "value": "1"},
             {"name": "ANONYMIZED_TELEMETRY", "value": "false"},
         ],
         "resources": {
-            "requests": {"cpu": "500m", "memory": "1Gi"},
+            "requests": WEBUI.quantities(),
             "limits": {"memory": "2Gi"},
         },
         "volumeMounts": [{"name": "webui-data", "mountPath": "/app/backend/data"}],
@@ -108,16 +110,24 @@ def open_webui(b: PodBuilder, service_name: str) -> str:
         },
         "securityContext": dict(SECURITY_CONTEXT),
     }
-    spec = b.pod_spec([container], accelerator=False)
+    # On the pool's nodes: an endpoint brings everything it runs (a cluster
+    # need not have CPU nodes with room for it).
+    spec = b.pod_spec([container], accelerator=False, on_pool=True)
     # Chats and users live with the pod: the UI is a convenience, not a record.
-    spec["volumes"] = [{"name": "webui-data", "emptyDir": {"sizeLimit": "5Gi"}}]
+    spec["volumes"].append({"name": "webui-data", "emptyDir": {"sizeLimit": "5Gi"}})
     k8s.apps.v1.Deployment(
         f"{web}-deployment",
         metadata=b.meta(web, labels),
         spec={
             "replicas": 1,
             "selector": {"matchLabels": b.selector("webui", app="open-webui")},
-            "template": {"metadata": {"labels": labels}, "spec": spec},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": b.template_annotations(scrape=False),
+                },
+                "spec": spec,
+            },
         },
         opts=b.child(),
     )
@@ -142,3 +152,33 @@ def _hostname(status: Any) -> str:
         return str(status.load_balancer.ingress[0].hostname or "")
     except (AttributeError, IndexError, TypeError):
         return ""
+
+
+#: Ray's dashboard and dashboard agent: KubeRay reads Serve's status there. They
+#: also accept jobs (arbitrary code), so nothing else may reach them.
+RAY_CONTROL_PORTS = (8265, 52365)
+
+
+def network_policy(b: PodBuilder, *, public_ports: list[int], kuberay_namespace: str) -> None:
+    """Who may reach the endpoint's pods: the rest of the endpoint (its own
+    namespace), anyone on the ports that check the API key (and Open WebUI's),
+    and for Ray the KubeRay operator on the dashboard; nothing else (Ray Serve's
+    own port, the rendezvous and Ray's internals stay inside the endpoint)."""
+    rules: list[dict[str, Any]] = [
+        {"from": [{"podSelector": {}}]},
+        {"ports": [{"port": p, "protocol": "TCP"} for p in public_ports]},
+    ]
+    if ServingMode(b.args.mode) is ServingMode.RAY_SERVICE:
+        operator = {"kubernetes.io/metadata.name": kuberay_namespace}
+        rules.append(
+            {
+                "from": [{"namespaceSelector": {"matchLabels": operator}}],
+                "ports": [{"port": p, "protocol": "TCP"} for p in RAY_CONTROL_PORTS],
+            }
+        )
+    k8s.networking.v1.NetworkPolicy(
+        f"{b.name}-ingress-policy",
+        metadata=b.meta(f"{b.name}-ingress", b.labels("network-policy")),
+        spec={"podSelector": {}, "policyTypes": ["Ingress"], "ingress": rules},
+        opts=b.child(),
+    )

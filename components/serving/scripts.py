@@ -1,14 +1,14 @@
 """The argument lists and scripts the serving pods run (pure functions, no Pulumi).
 
 * :func:`vllm_args`: the vLLM OpenAI server's flags, in a stable order.
-* :data:`WORKER_SCRIPT` and :func:`leader_script`: a LeaderWorkerSet group's
-  Ray cluster (the leader runs the Ray head, then vLLM over Ray).
+* :func:`multi_node_args`: a LeaderWorkerSet group as one vLLM over several
+  nodes (vLLM's own multi-node mode).
+* :data:`AUTH_PROXY_TEMPLATE`: the API-key check in front of Ray Serve.
 * :func:`serve_config`: Ray Serve LLM's ``serveConfigV2`` for a RayService.
 """
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +18,8 @@ from components.vllm_flags import flag_to_kwarg
 
 #: The OpenAI-compatible port, in every mode (vLLM server and Ray Serve).
 PORT = 8000
+#: Ray Serve's proxy health route (Ray Serve LLM's app has no /health).
+RAY_HEALTH_PATH = "/-/healthz"
 #: The Ray head's GCS port (LeaderWorkerSet groups, RayService).
 RAY_GCS_PORT = 6379
 
@@ -56,39 +58,61 @@ def vllm_args(
     return args + list(extra_args)
 
 
-#: Workers wait for the leader's Ray head (LWS_LEADER_ADDRESS is injected by the
-#: LeaderWorkerSet controller), then join it and stay in the foreground.
-WORKER_SCRIPT = "\n".join(
-    [
-        "set -u",
-        f'until ray health-check --address="${{LWS_LEADER_ADDRESS}}:{RAY_GCS_PORT}" '
-        ">/dev/null 2>&1; do",
-        '  echo "waiting for the Ray head at ${LWS_LEADER_ADDRESS}"; sleep 5',
-        "done",
-        f'exec ray start --address="${{LWS_LEADER_ADDRESS}}:{RAY_GCS_PORT}" --block',
-    ]
-)
+#: torch.distributed's rendezvous port on a multi-node group's leader.
+MASTER_PORT = 29501
+#: Kubernetes expands these in container args from the variables the
+#: LeaderWorkerSet controller injects into every pod of a group.
+LEADER_ADDRESS_REF = "$(LWS_LEADER_ADDRESS)"
+WORKER_INDEX_REF = "$(LWS_WORKER_INDEX)"
 
 
-def leader_script(vllm: Sequence[str], wait_s: int) -> str:
-    """The leader: start the Ray head, wait for the group's pods, then run vLLM."""
-    count = (
-        'python3 -c \'import ray; ray.init(address="auto"); '
-        'print(sum(1 for n in ray.nodes() if n["Alive"]))\' 2>/dev/null || echo 0'
-    )
-    return "\n".join(
-        [
-            "set -euo pipefail",
-            f"ray start --head --port={RAY_GCS_PORT} --disable-usage-stats",
-            # vLLM places pipeline stages on the workers: all must have joined.
-            f"for _ in $(seq 1 {max(1, wait_s // 5)}); do",
-            f"  alive=$({count})",
-            '  [ "$alive" -ge "$LWS_GROUP_SIZE" ] && break',
-            '  echo "waiting for Ray workers: $alive/$LWS_GROUP_SIZE"; sleep 5',
-            "done",
-            "exec python3 -m vllm.entrypoints.openai.api_server " + shlex.join(vllm),
-        ]
-    )
+def multi_node_args(vllm: Sequence[str], *, nodes: int, leader: bool) -> list[str]:
+    """vLLM's own multi-node mode over one LeaderWorkerSet group (no Ray).
+
+    Every pod runs ``vllm serve`` with the same engine flags; the leader (rank
+    0) serves the API, each worker joins it headless as the rank the
+    LeaderWorkerSet gives it.
+    """
+    args = [
+        *vllm,
+        "--distributed-executor-backend", "mp",
+        "--nnodes", str(nodes),
+        "--master-addr", LEADER_ADDRESS_REF,
+        "--master-port", str(MASTER_PORT),
+    ]  # fmt: skip
+    if leader:
+        return [*args, "--node-rank", "0"]
+    return [*args, "--node-rank", WORKER_INDEX_REF, "--headless"]
+
+
+#: nginx in front of Ray Serve (which has no API keys): ``/health`` open for
+#: probes and load balancers, everything else only with the endpoint's key.
+#: nginx's image renders it with envsubst at start, filling only ``${API_KEY}``
+#: and ``${UPSTREAM}`` (its own ``$variables`` are not environment variables).
+AUTH_PROXY_TEMPLATE = """\
+map $http_authorization $llm_authorized {
+    "Bearer ${API_KEY}" 1;
+    default 0;
+}
+server {
+    listen ${LISTEN_PORT};
+    client_max_body_size 16m;
+    location = /health {
+        proxy_pass http://${UPSTREAM}@RAY_HEALTH_PATH@;
+    }
+    location / {
+        if ($llm_authorized = 0) {
+            default_type application/json;
+            return 401 '{"error": "a valid API key is required (Authorization: Bearer ...)"}';
+        }
+        proxy_pass http://${UPSTREAM};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_buffering off;
+        proxy_read_timeout 600s;
+    }
+}
+""".replace("@RAY_HEALTH_PATH@", RAY_HEALTH_PATH)
 
 
 def serve_config(

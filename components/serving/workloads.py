@@ -1,35 +1,59 @@
-"""The three serving modes' workloads: Deployment, LeaderWorkerSet, RayService."""
+"""The three serving modes' workloads: Deployment, LeaderWorkerSet, RayService.
+
+Each returns the name of the Service the endpoint URL points at.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pulumi_kubernetes as k8s
 
+from components import _versions
 from components.serving.pods import (
+    AUTH_PROXY,
     BASE_ENV,
-    NEURON,
+    RAY_HEAD,
     SECURITY_CONTEXT,
-    STARTUP_PERIOD_S,
     PodBuilder,
-    scrape_annotations,
-    startup_failure_threshold,
+    cache_env,
+    image_facts,
 )
 from components.serving.scripts import (
+    AUTH_PROXY_TEMPLATE,
     PORT,
     RAY_GCS_PORT,
-    WORKER_SCRIPT,
-    leader_script,
+    multi_node_args,
     serve_config,
 )
 
+#: ``vllm serve`` (the images' entrypoint; the api_server module is deprecated).
+VLLM_SERVE = ["vllm", "serve"]
+#: The Ray head's object store: it holds no model data.
+RAY_HEAD_OBJECT_STORE_BYTES = 512 * 1024 * 1024
+RAY_DASHBOARD_PORT = 8265
+#: Where the auth proxy listens in the head pod (Ray Serve keeps 8000).
+AUTH_PROXY_PORT = 8443
+#: The pulumi-kubernetes annotation that makes ``pulumi up`` wait on a custom
+#: resource's status (the provider knows Deployments, not LWS or RayService).
+WAIT_FOR = "pulumi.com/waitFor"
 
-def deployment(b: PodBuilder) -> None:
+
+def _strategy(b: PodBuilder) -> dict[str, Any]:
+    """Surge where the pool can add a node for the new pod (Karpenter, Auto
+    Mode), so the endpoint keeps serving; in place where it cannot (a fixed
+    node group or an existing cluster), so the rollout does not wait for a
+    node that never comes."""
+    if b.args.surge:
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+def deployment(b: PodBuilder) -> str:
     """The vLLM OpenAI server as a Deployment (one model replica per pod) and its PDB."""
     a, name = b.args, b.name
-    container = b.server_container(
-        "vllm", ["python3", "-m", "vllm.entrypoints.openai.api_server"], b.vllm_args()
-    )
+    container = b.server_container("vllm", VLLM_SERVE, b.vllm_args())
     labels = b.labels("server")
     k8s.apps.v1.Deployment(
         f"{name}-deployment",
@@ -37,105 +61,159 @@ def deployment(b: PodBuilder) -> None:
         spec={
             "replicas": a.replicas,
             "selector": {"matchLabels": b.selector("server")},
-            # Replace pods one at a time without asking for an extra GPU node
-            # (and without two pods fighting over a ReadWriteOnce volume).
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
-            },
+            "strategy": _strategy(b),
             "template": {
-                "metadata": {"labels": labels, "annotations": scrape_annotations()},
+                "metadata": {"labels": labels, "annotations": b.template_annotations()},
                 "spec": b.pod_spec([container]),
             },
         },
         opts=b.awaited(),
     )
     b.pdb()
+    return b.service("server")
 
 
-def leader_worker_set(b: PodBuilder) -> None:
-    """One model over several nodes: a LeaderWorkerSet of Ray-connected pods, and its PDB."""
+def leader_worker_set(b: PodBuilder) -> str:
+    """One model over several nodes: a LeaderWorkerSet group runs vLLM's own
+    multi-node mode (rank 0 serves, the others join headless), and its PDB."""
     a, name = b.args, b.name
     efa = a.scheduling.efa
-    budget_s = startup_failure_threshold(a.cold_start_s) * STARTUP_PERIOD_S
+    engine = b.vllm_args()
+    nodes = a.pipeline_parallel
     leader = b.server_container(
-        "vllm-leader",
-        ["/bin/bash", "-c", leader_script(b.vllm_args("ray"), budget_s)],
-        None,
-        efa=efa,
+        "vllm-leader", VLLM_SERVE, multi_node_args(engine, nodes=nodes, leader=True), efa=efa
     )
-    leader["ports"].append({"name": "gcs", "containerPort": RAY_GCS_PORT, "protocol": "TCP"})
     worker = b.server_container(
-        "vllm-worker", ["/bin/bash", "-c", WORKER_SCRIPT], None, efa=efa, probes=False
+        "vllm-worker",
+        VLLM_SERVE,
+        multi_node_args(engine, nodes=nodes, leader=False),
+        efa=efa,
+        probes=False,
     )
-    worker["ports"] = [{"name": "gcs", "containerPort": RAY_GCS_PORT, "protocol": "TCP"}]
-    # Ray tells NCCL and vLLM which address each pod has.
-    for c in (leader, worker):
-        c["env"].append(
-            {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
-        )
+    # Workers serve no HTTP; the group's health is the leader's.
+    worker.pop("ports")
     k8s.apiextensions.CustomResource(
         f"{name}-lws",
         api_version="leaderworkerset.x-k8s.io/v1",
         kind="LeaderWorkerSet",
-        metadata=b.meta(name, b.labels("server")),
+        metadata=b.meta(
+            name,
+            b.labels("server"),
+            # Every group's pods Ready and updated (the controller's Available).
+            annotations={WAIT_FOR: "condition=Available"},
+        ),
         spec={
             "replicas": a.replicas,
-            # Workers wait for the leader's Ray head themselves; LeaderReady
-            # would deadlock (the leader is ready only once workers joined).
+            # Workers and leader start together and meet at the rendezvous.
             "startupPolicy": "LeaderCreated",
             "rolloutStrategy": {
                 "type": "RollingUpdate",
-                "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0},
+                "rollingUpdateConfiguration": {
+                    "maxUnavailable": 0 if a.surge else 1,
+                    "maxSurge": 1 if a.surge else 0,
+                },
             },
             "leaderWorkerTemplate": {
-                "size": a.pipeline_parallel,
+                "size": nodes,
                 # A lost pod breaks the NCCL groups: restart the whole group.
                 "restartPolicy": "RecreateGroupOnPodRestart",
                 "leaderTemplate": {
                     "metadata": {
                         "labels": b.labels("leader"),
-                        "annotations": scrape_annotations(),
+                        "annotations": b.template_annotations(),
                     },
                     "spec": b.pod_spec([leader]),
                 },
                 "workerTemplate": {
-                    "metadata": {"labels": b.labels("worker")},
+                    "metadata": {
+                        "labels": b.labels("worker"),
+                        "annotations": b.template_annotations(scrape=False),
+                    },
                     "spec": b.pod_spec([worker]),
                 },
             },
         },
-        opts=b.child(),
+        opts=b.awaited(),
     )
     b.pdb()
+    # The LeaderWorkerSet controller owns a headless Service named like the
+    # LeaderWorkerSet (pod DNS for the rendezvous): ours is the leader's.
+    return b.service("leader", name=f"{name}-leader")
 
 
-def ray_service(b: PodBuilder) -> None:
-    """A KubeRay RayService running Ray Serve LLM over vLLM, and its PDB."""
+def _auth_proxy(b: PodBuilder) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The nginx sidecar checking the endpoint's key in front of Ray Serve, and
+    the ConfigMap volume holding its template."""
+    facts = image_facts(_versions.AUTH_PROXY_IMAGE)
+    proxy = {
+        "name": "auth-proxy",
+        "image": _versions.AUTH_PROXY_IMAGE,
+        "ports": [{"name": "http", "containerPort": AUTH_PROXY_PORT, "protocol": "TCP"}],
+        "env": [
+            b.api_key_env("API_KEY"),
+            {"name": "UPSTREAM", "value": f"127.0.0.1:{PORT}"},
+            {"name": "LISTEN_PORT", "value": str(AUTH_PROXY_PORT)},
+        ],
+        "resources": {
+            "requests": AUTH_PROXY.quantities(),
+            "limits": {"memory": "128Mi"},
+        },
+        "volumeMounts": [
+            {"name": "auth-proxy", "mountPath": "/etc/nginx/templates", "readOnly": True}
+        ],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
+        "securityContext": {
+            **SECURITY_CONTEXT,
+            "runAsNonRoot": True,
+            "runAsUser": facts.uid,
+            "runAsGroup": facts.gid,
+        },
+    }
+    config = k8s.core.v1.ConfigMap(
+        f"{b.name}-auth-proxy",
+        metadata=b.meta(f"{b.name}-auth-proxy", b.labels("auth-proxy")),
+        data={"default.conf.template": AUTH_PROXY_TEMPLATE},
+        opts=b.child(),
+    )
+    volume = {"name": "auth-proxy", "configMap": {"name": config.metadata.name}}
+    return proxy, volume
+
+
+def ray_service(b: PodBuilder) -> str:
+    """A KubeRay RayService running Ray Serve LLM over vLLM, its PDB, and the
+    Service through the head's API-key check."""
     a, name = b.args, b.name
-    neuron = a.scheduling.resource_name == NEURON
-    group = "neuron" if neuron else "gpu"
+    group = "neuron" if b.neuron else "gpu"
+    # The Serve controller, the HTTP proxy and the dashboard, never a replica
+    # (num-cpus 0); it runs on a pool node.
     head = {
         "name": "ray-head",
         "image": b.image,
         "ports": [
             {"name": "gcs", "containerPort": RAY_GCS_PORT, "protocol": "TCP"},
-            {"name": "dashboard", "containerPort": 8265, "protocol": "TCP"},
+            {"name": "dashboard", "containerPort": RAY_DASHBOARD_PORT, "protocol": "TCP"},
             {"name": "client", "containerPort": 10001, "protocol": "TCP"},
             {"name": "serve", "containerPort": PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
         ],
-        "env": [dict(e) for e in BASE_ENV],
+        "env": [dict(e) for e in BASE_ENV] + cache_env(b.image),
         "resources": {
-            "requests": {"cpu": "2", "memory": "8Gi"},
-            "limits": {"cpu": "2", "memory": "8Gi"},
+            "requests": RAY_HEAD.quantities(),
+            "limits": {"memory": RAY_HEAD.quantities()["memory"]},
         },
+        "volumeMounts": [
+            {"name": "cache", "mountPath": "/cache"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
         "securityContext": dict(SECURITY_CONTEXT),
     }
+    proxy, proxy_volume = _auth_proxy(b)
+    head_spec = b.pod_spec([head, proxy], accelerator=False, on_pool=True)
+    head_spec["volumes"].append(proxy_volume)
     worker = {
         "name": "ray-worker",
         "image": b.image,
-        "env": b.env(),
+        "env": b.env(api_key=False),
+        # The head may share the node: the worker leaves room for it.
         "resources": b.resources(),
         "volumeMounts": b.mounts(),
         "securityContext": dict(SECURITY_CONTEXT),
@@ -144,15 +222,19 @@ def ray_service(b: PodBuilder) -> None:
         # KubeRay maps only aws.amazon.com/neuroncore to Ray's neuron_cores;
         # the pool hands out whole devices, so declare the cores here.
         {"resources": "'" + json.dumps({"neuron_cores": a.tensor_parallel}) + "'"}
-        if neuron
+        if b.neuron
         else {"num-gpus": str(a.devices_per_node)}
     )
-    budget_s = startup_failure_threshold(a.cold_start_s) * STARTUP_PERIOD_S
     k8s.apiextensions.CustomResource(
         f"{name}-rayservice",
         api_version="ray.io/v1",
         kind="RayService",
-        metadata=b.meta(name, b.labels("server")),
+        metadata=b.meta(
+            name,
+            b.labels("server"),
+            # KubeRay's Ready: the Serve application is RUNNING and serving.
+            annotations={WAIT_FOR: "condition=Ready"},
+        ),
         spec={
             "serveConfigV2": serve_config(
                 model_id=a.model_id,
@@ -164,24 +246,20 @@ def ray_service(b: PodBuilder) -> None:
                 max_num_seqs=a.max_num_seqs,
                 replicas=a.replicas,
                 extra_args=a.extra_args,
-                neuron_cores=a.tensor_parallel if neuron else 0,
+                neuron_cores=a.tensor_parallel if b.neuron else 0,
                 trust_remote_code=a.trust_remote_code,
             ),
-            # The startup budget, so a slow first load is not taken for a failure.
-            "deploymentUnhealthySecondThreshold": budget_s,
-            "serviceUnhealthySecondThreshold": budget_s,
             "rayClusterConfig": {
                 "headGroupSpec": {
-                    # The head runs the Serve controller and proxy only, on CPU
-                    # nodes: no accelerator tolerations, no Ray CPUs for replicas.
                     "rayStartParams": {
                         "num-cpus": "0",
                         "num-gpus": "0",
                         "dashboard-host": "0.0.0.0",
+                        "object-store-memory": str(RAY_HEAD_OBJECT_STORE_BYTES),
                     },
                     "template": {
                         "metadata": {"labels": b.labels("ray-head")},
-                        "spec": b.pod_spec([head], accelerator=False),
+                        "spec": head_spec,
                     },
                 },
                 "workerGroupSpecs": [
@@ -194,7 +272,7 @@ def ray_service(b: PodBuilder) -> None:
                         "template": {
                             "metadata": {
                                 "labels": b.labels("ray-worker"),
-                                "annotations": scrape_annotations(),
+                                "annotations": b.template_annotations(),
                             },
                             "spec": b.pod_spec([worker]),
                         },
@@ -202,9 +280,9 @@ def ray_service(b: PodBuilder) -> None:
                 ],
             },
         },
-        opts=b.child(),
+        opts=b.awaited(),
     )
     b.pdb()
-
-
-# -- exposure -------------------------------------------------------------------
+    # Not KubeRay's {name}-serve-svc (straight to Ray Serve, no key check): the
+    # head's auth proxy.
+    return b.service("ray-head", port="http")

@@ -28,8 +28,9 @@ IGNORE_PATTERNS = ("original/*", "metal/*")
 PREFETCH_TIMEOUT = "90m"
 PREFETCH_DEADLINE_S = 2 * 3600
 
-#: Restricted container settings; the downloader image runs as root (it writes
-#: into volumes owned by root), so runAsNonRoot is not set.
+#: Restricted container settings. The user is the pod's: the serving image's
+#: (init container), DOWNLOADER_UID (prefetch Job), or root where the volume
+#: is writable only by root (ModelStorage.needs_root).
 SECURITY_CONTEXT = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},

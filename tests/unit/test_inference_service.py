@@ -21,13 +21,12 @@ from components.inference_service import (
     NEURON,
     NVIDIA_GPU,
     PORT,
-    WORKER_SCRIPT,
     InferenceService,
     InferenceServiceArgs,
     ModelVolume,
     Scheduling,
     flag_to_kwarg,
-    leader_script,
+    multi_node_args,
     rollout_timeout_s,
     serve_config,
     startup_failure_threshold,
@@ -66,16 +65,36 @@ SHAPES = {
     ServingMode.RAY_SERVICE: (1, 1, 1, 0),
     ServingMode.LEADER_WORKER_SET: (8, 2, 8, 4),
 }
+#: The instance type each mode's shape is planned on (its pods are sized by it).
+INSTANCE = {
+    ServingMode.DEPLOYMENT: "g5.12xlarge",
+    ServingMode.RAY_SERVICE: "g5.xlarge",
+    ServingMode.LEADER_WORKER_SET: "p4d.24xlarge",
+}
 
 
-def gpu(efa: int = 0) -> Scheduling:
+def gpu(efa: int = 0, instance: str | None = None) -> Scheduling:
     return Scheduling(
         node_selector=SELECTOR,
         tolerations=TOLERATIONS,
         resource_name=NVIDIA_GPU,
         efa=bool(efa),
         efa_devices=efa,
+        instance_types=(instance or ("p4d.24xlarge" if efa else "g5.12xlarge"),),
     )
+
+
+def inf2(**kw: Any) -> Scheduling:
+    """An Inferentia2 pool (inf2.8xlarge: one device, two NeuronCores)."""
+    base: dict[str, Any] = {
+        "node_selector": {"llm-endpoints/pool": "inf"},
+        "tolerations": [
+            {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}
+        ],
+        "resource_name": NEURON,
+        "instance_types": ("inf2.8xlarge",),
+    }
+    return Scheduling(**{**base, **kw})
 
 
 def model_volume(st: ModelStorage) -> ModelVolume:
@@ -86,6 +105,7 @@ def model_volume(st: ModelStorage) -> ModelVolume:
         model_path=st.model_path,
         download_container=st.download_container,
         service_account_name=st.service_account_name,
+        needs_root=st.needs_root,
     )
 
 
@@ -95,7 +115,7 @@ def make_args(mode: ServingMode = ServingMode.DEPLOYMENT, **kw: Any) -> Inferenc
         "model_id": MODEL,
         "namespace": "llm",
         "mode": mode,
-        "scheduling": gpu(efa),
+        "scheduling": gpu(efa, INSTANCE[mode]),
         "tensor_parallel": tp,
         "pipeline_parallel": pp,
         "devices_per_node": dev,
@@ -161,8 +181,6 @@ def expected_args(model: str, mode: ServingMode) -> list[str]:
         args += ["--pipeline-parallel-size", str(pp)]
     args += ["--max-model-len", "20000", "--gpu-memory-utilization", "0.9"]
     args += ["--max-num-seqs", "64", "--port", "8000"]
-    if mode is ServingMode.LEADER_WORKER_SET:
-        args += ["--distributed-executor-backend", "ray"]
     return args
 
 
@@ -197,19 +215,24 @@ def test_mode_over_storage(mocks: RecordingMocks, mode: ServingMode, kind: Stora
     if mode is ServingMode.DEPLOYMENT:
         (c,) = templates[0]["spec"]["containers"]
         assert c["args"] == expected_args(st.model_path, mode)
-        assert c["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+        assert c["command"] == ["vllm", "serve"]
     elif mode is ServingMode.LEADER_WORKER_SET:
         lws = mocks.one("kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet").inputs["spec"]
         assert lws["leaderWorkerTemplate"]["size"] == pp == 2
         leader = templates[0]["spec"]["containers"][0]
-        script = leader["command"][2]
-        assert script.splitlines()[-1] == (
-            "exec python3 -m vllm.entrypoints.openai.api_server "
-            + shlex.join(expected_args(st.model_path, mode))
-        )
-        assert "ray start --head --port=6379" in script
         worker = templates[1]["spec"]["containers"][0]
-        assert 'ray start --address="${LWS_LEADER_ADDRESS}:6379" --block' in worker["command"][2]
+        engine = expected_args(st.model_path, mode)
+        multi = ["--distributed-executor-backend", "mp", "--nnodes", "2"]
+        multi += ["--master-addr", "$(LWS_LEADER_ADDRESS)", "--master-port", "29501"]
+        assert leader["command"] == worker["command"] == ["vllm", "serve"]
+        assert leader["args"] == [*engine, *multi, "--node-rank", "0"]
+        assert worker["args"] == [
+            *engine,
+            *multi,
+            "--node-rank",
+            "$(LWS_WORKER_INDEX)",
+            "--headless",
+        ]
     else:
         ray = mocks.one("kubernetes:ray.io/v1:RayService").inputs["spec"]
         (app,) = yaml.safe_load(ray["serveConfigV2"])["applications"]
@@ -270,32 +293,38 @@ def test_mode_over_storage(mocks: RecordingMocks, mode: ServingMode, kind: Stora
             "seccompProfile": {"type": "RuntimeDefault"},
         }
 
-    # Probes on /health with a startup budget that covers the cold start.
+    # Probes on /health with a startup budget that covers the cold start (Ray:
+    # KubeRay's own probes, and Pulumi waits on the RayService's Ready).
     if mode is ServingMode.RAY_SERVICE:
-        ray = mocks.one("kubernetes:ray.io/v1:RayService").inputs["spec"]
-        assert ray["deploymentUnhealthySecondThreshold"] >= COLD_START
-        assert ray["serviceUnhealthySecondThreshold"] >= COLD_START
+        ray = mocks.one("kubernetes:ray.io/v1:RayService").inputs
+        assert ray["metadata"]["annotations"]["pulumi.com/waitFor"] == "condition=Ready"
+        assert "deploymentUnhealthySecondThreshold" not in ray["spec"]
     else:
         server = templates[0]["spec"]["containers"][0]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert server[probe]["httpGet"] == {"path": "/health", "port": "http"}
         assert startup_budget(server) >= COLD_START
 
-    # The Service the URL names, on 8000.
+    # The Service the URL names, on 8000: over the server, the LWS leaders, or
+    # the Ray head's auth proxy (never KubeRay's serve Service, which skips the key).
+    assert svc.service_name == ("ep-leader" if mode is ServingMode.LEADER_WORKER_SET else "ep")
+    service = mocks.one("kubernetes:core/v1:Service").inputs["spec"]
+    assert service["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+    ]
     if mode is ServingMode.RAY_SERVICE:
-        assert svc.service_name == "ep-serve-svc"
-        assert not mocks.by_type("kubernetes:core/v1:Service")
+        rc = mocks.one("kubernetes:ray.io/v1:RayService").inputs["spec"]["rayClusterConfig"]
+        head = rc["headGroupSpec"]["template"]
+        selected = head["metadata"]["labels"]
+        proxy = head["spec"]["containers"][1]
+        assert proxy["name"] == "auth-proxy" and proxy["ports"][0]["name"] == "http"
     else:
-        assert svc.service_name == "ep"
-        service = mocks.one("kubernetes:core/v1:Service").inputs["spec"]
-        assert service["ports"] == [
-            {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
-        ]
         selected = templates[0]["metadata"]["labels"]
-        assert all(selected[k] == v for k, v in service["selector"].items())
+    assert all(selected[k] == v for k, v in service["selector"].items())
     assert resolve(svc.url) == f"http://{svc.service_name}.llm.svc.cluster.local:8000/v1"
     pdb = mocks.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]
-    assert pdb["maxUnavailable"] == 1
+    # One replica: never evicted voluntarily (a drain waits for a redeploy).
+    assert pdb == {**pdb, "minAvailable": 1} and "maxUnavailable" not in pdb
     for t in templates:
         labels = t["metadata"]["labels"]
         assert all(labels[k] == v for k, v in pdb["selector"]["matchLabels"].items())
@@ -331,13 +360,14 @@ def test_lws_leader_service_and_groups(mocks: RecordingMocks) -> None:
     selector = mocks.one("kubernetes:core/v1:Service").inputs["spec"]["selector"]
     assert all(leader_labels[k] == v for k, v in selector.items())
     assert not all(worker_labels.get(k) == v for k, v in selector.items())
-    leader = spec["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
-    assert '"$alive" -ge "$LWS_GROUP_SIZE"' in leader["command"][2]
+    assert lws["metadata"]["annotations"]["pulumi.com/waitFor"] == "condition=Available"
+    # The controller's own headless Service is named like the LWS: ours is not.
+    assert mocks.one("kubernetes:core/v1:Service").inputs["metadata"]["name"] == "ep-leader"
     worker = spec["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]
-    assert "startupProbe" not in worker  # no HTTP server on workers
-    for c in (leader, worker):
-        (ip,) = [e for e in c["env"] if e["name"] == "VLLM_HOST_IP"]
-        assert ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "startupProbe" not in worker and "ports" not in worker  # headless
+    # NCCL over EFA needs the libfabric plugin of vLLM's -efa image.
+    leader = spec["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    assert leader["image"] == worker["image"] == _versions.VLLM_EFA_IMAGE
 
 
 def test_lws_refuses_a_single_node(mocks: RecordingMocks) -> None:
@@ -347,9 +377,10 @@ def test_lws_refuses_a_single_node(mocks: RecordingMocks) -> None:
 
 
 def test_lws_without_efa_requests_no_efa(mocks: RecordingMocks) -> None:
-    build(ServingMode.LEADER_WORKER_SET, scheduling=gpu(0))
+    build(ServingMode.LEADER_WORKER_SET, scheduling=gpu(0, "p4d.24xlarge"))
     for t in accelerator_templates(mocks, ServingMode.LEADER_WORKER_SET):
         c = t["spec"]["containers"][0]
+        assert c["image"] == _versions.VLLM_IMAGE
         assert EFA not in c["resources"]["limits"]
         assert "FI_PROVIDER" not in {e["name"] for e in c["env"]}
 
@@ -357,7 +388,7 @@ def test_lws_without_efa_requests_no_efa(mocks: RecordingMocks) -> None:
 # -- ray-service specifics ----------------------------------------------------------
 
 
-def test_ray_head_on_cpu_nodes_workers_on_the_pool(mocks: RecordingMocks) -> None:
+def test_ray_head_and_workers_on_the_pool_behind_the_key(mocks: RecordingMocks) -> None:
     build(
         ServingMode.RAY_SERVICE,
         replicas=2,
@@ -365,31 +396,41 @@ def test_ray_head_on_cpu_nodes_workers_on_the_pool(mocks: RecordingMocks) -> Non
     )
     spec = mocks.one("kubernetes:ray.io/v1:RayService").inputs["spec"]
     head = spec["rayClusterConfig"]["headGroupSpec"]
-    assert "tolerations" not in head["template"]["spec"]
-    assert "nodeSelector" not in head["template"]["spec"]
-    head_c = head["template"]["spec"]["containers"][0]
-    assert not any("/" in r for r in head_c["resources"]["limits"])  # no accelerators
+    # The head runs no replica; it shares a pool node (a cluster need not have CPU
+    # nodes with room), so it tolerates the pool's taints and is pinned like workers.
+    assert head["template"]["spec"]["tolerations"] == TOLERATIONS
+    assert head["template"]["spec"]["nodeSelector"] == SELECTOR
+    head_c, proxy = head["template"]["spec"]["containers"]
+    assert not any("/" in r for r in head_c["resources"]["requests"])  # no accelerators
+    assert head_c["resources"]["requests"] == {"cpu": "1000m", "memory": "3072Mi"}
     assert {"name": "serve", "containerPort": PORT, "protocol": "TCP"} in head_c["ports"]
-    assert head["rayStartParams"]["num-gpus"] == "0"
+    assert head["rayStartParams"]["num-gpus"] == head["rayStartParams"]["num-cpus"] == "0"
+    # Ray Serve has no API keys: nginx checks the endpoint's, from its Secret.
+    assert proxy["image"] == _versions.AUTH_PROXY_IMAGE
+    assert {
+        "name": "API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "ep-api-key", "key": "key"}},
+    } in proxy["env"]
+    assert proxy["securityContext"]["runAsUser"] == 101
     (group,) = spec["rayClusterConfig"]["workerGroupSpecs"]
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 2
     assert group["rayStartParams"] == {"num-gpus": "1"}
+    # The worker leaves room on its g5.xlarge for the head and the proxy:
+    # 3610m/13810Mi after DaemonSets, 95 % of it, less 1100m/3136Mi.
+    worker = group["template"]["spec"]["containers"][0]
+    assert worker["resources"]["requests"]["cpu"] == f"{int(3610 * 0.95) - 1100}m"
+    assert worker["resources"]["requests"]["memory"] == f"{int(13810 * 0.95) - 3136}Mi"
     llm = yaml.safe_load(spec["serveConfigV2"])["applications"][0]["args"]["llm_configs"][0]
     assert llm["model_loading_config"]["model_source"] == MODEL  # no storage: from the Hub
     assert llm["engine_kwargs"]["enable_prefix_caching"] is True
     assert llm["engine_kwargs"]["dtype"] == "bfloat16"
     assert llm["deployment_config"]["autoscaling_config"]["min_replicas"] == 2
-    assert validate_recorded(mocks) == 2  # RayService, PDB
+    # RayService, PDB, auth-proxy ConfigMap, Service, NetworkPolicy
+    assert validate_recorded(mocks) == 5
 
 
 def test_ray_on_neuron(mocks: RecordingMocks) -> None:
-    neuron = Scheduling(
-        node_selector={"llm-endpoints/pool": "inf"},
-        tolerations=[
-            {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}
-        ],
-        resource_name=NEURON,
-    )
+    neuron = inf2()
     svc = build(
         ServingMode.RAY_SERVICE,
         scheduling=neuron,
@@ -416,7 +457,7 @@ def test_ray_on_neuron(mocks: RecordingMocks) -> None:
 
 
 def test_deployment_on_neuron_uses_the_neuron_image_and_devices(mocks: RecordingMocks) -> None:
-    neuron = Scheduling(node_selector={"a": "b"}, tolerations=[], resource_name=NEURON)
+    neuron = inf2()
     svc = build(scheduling=neuron, tensor_parallel=2, devices_per_node=1, cores_per_device=2)
     (c,) = mocks.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"][
         "containers"
@@ -507,16 +548,17 @@ def test_public_alb_only_from_listed_cidrs(imocks: IngressMocks) -> None:
     validate_recorded(imocks)
 
 
-def test_ray_ingress_targets_the_kuberay_serve_service(mocks: RecordingMocks) -> None:
+def test_ray_ingress_targets_the_auth_proxy(mocks: RecordingMocks) -> None:
     svc = build(ServingMode.RAY_SERVICE, exposure=ExposureKind.INTERNAL_ALB, cidrs=("10.0.0.0/8",))
     ing = ingress(mocks)
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "ep-serve-svc" == svc.service_name
+    assert backend["name"] == "ep" == svc.service_name
     ann = ing["metadata"]["annotations"]
-    assert ann["alb.ingress.kubernetes.io/healthcheck-path"] == "/-/healthz"
+    # The proxy answers /health (Ray Serve's /-/healthz) without a key.
+    assert ann["alb.ingress.kubernetes.io/healthcheck-path"] == "/health"
     assert ann["alb.ingress.kubernetes.io/inbound-cidrs"] == "10.0.0.0/8"
     # No ALB hostname yet (mocks, render mode): the in-cluster URL.
-    assert resolve(svc.url) == "http://ep-serve-svc.llm.svc.cluster.local:8000/v1"
+    assert resolve(svc.url) == "http://ep.llm.svc.cluster.local:8000/v1"
 
 
 @pytest.mark.parametrize(
@@ -549,9 +591,12 @@ def test_open_webui_points_at_the_service(mocks: RecordingMocks, mode: ServingMo
     web = deps["ep-webui"]
     (c,) = web["spec"]["template"]["spec"]["containers"]
     assert c["image"] == _versions.OPEN_WEBUI_IMAGE
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") or e["valueFrom"] for e in c["env"]}
     assert env["OPENAI_API_BASE_URL"] == f"http://{svc.service_name}:8000/v1"
-    assert "tolerations" not in web["spec"]["template"]["spec"]
+    # It calls the endpoint like any client: with the key.
+    assert env["OPENAI_API_KEY"] == {"secretKeyRef": {"name": "ep-api-key", "key": "key"}}
+    # On the pool's nodes, like everything of the endpoint.
+    assert web["spec"]["template"]["spec"]["tolerations"] == TOLERATIONS
     services = {r.inputs["metadata"]["name"] for r in mocks.by_type("kubernetes:core/v1:Service")}
     assert "ep-webui" in services and svc.webui_service_name == "ep-webui"
     labels = web["spec"]["template"]["metadata"]["labels"]
@@ -584,7 +629,8 @@ def test_children_inherit_the_kubernetes_provider(mocks: RecordingMocks) -> None
     children = [
         r for r in mocks.resources if r.typ.startswith("kubernetes:") and "providers" not in r.typ
     ]
-    assert len(children) == 3
+    # Deployment, PDB, Service, NetworkPolicy
+    assert len(children) == 4
     assert all(r.provider and "render" in r.provider for r in children)
 
 
@@ -748,76 +794,6 @@ def test_validator_catches_what_the_api_server_rejects() -> None:
     for bad in (typo, gpu_request_only, bad_mount, generate, lws, unknown_cr):
         with pytest.raises(AssertionError):
             validate_manifest(bad)
-
-
-# -- the LeaderWorkerSet scripts, run by bash against fake ray/python3 --------------
-
-
-def _fake_bin(tmp_path: Path) -> Path:
-    """``ray`` and ``python3`` stand-ins that log calls; health/joins succeed on the 3rd try."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ray").write_text(
-        textwrap.dedent(
-            """\
-            #!/bin/bash
-            echo "ray $*" >> "$LOG"
-            if [ "$1" = health-check ]; then
-              n=$(cat "$STATE" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE"
-              [ "$n" -ge 2 ]
-            fi
-            """
-        )
-    )
-    (bin_dir / "python3").write_text(
-        textwrap.dedent(
-            """\
-            #!/bin/bash
-            if [ "$1" = -c ]; then
-              n=$(cat "$STATE" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE"
-              if [ "$n" -ge 2 ]; then echo 2; else echo 1; fi
-            else
-              echo "python3 $*" >> "$LOG"
-            fi
-            """
-        )
-    )
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    return bin_dir
-
-
-def _bash(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    bin_dir = _fake_bin(tmp_path)
-    full = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "LOG": str(tmp_path / "log"),
-        "STATE": str(tmp_path / "state"),
-        **env,
-    }
-    # sleep is stubbed so the test does not wait for real.
-    script = "sleep() { :; }\n" + script
-    return subprocess.run(
-        ["bash", "-c", script], env=full, capture_output=True, text=True, timeout=60
-    )
-
-
-def test_leader_script_waits_for_the_group_then_runs_vllm(tmp_path: Path) -> None:
-    args = expected_args("/models/x y", ServingMode.LEADER_WORKER_SET)
-    r = _bash(leader_script(args, 600), tmp_path, LWS_GROUP_SIZE="2")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.count("waiting for Ray workers: 1/2") == 2
-    log = (tmp_path / "log").read_text().splitlines()
-    assert log[0] == "ray start --head --port=6379 --disable-usage-stats"
-    assert log[1] == "python3 -m vllm.entrypoints.openai.api_server " + " ".join(args)
-
-
-def test_worker_script_waits_for_the_head_then_joins(tmp_path: Path) -> None:
-    r = _bash(WORKER_SCRIPT, tmp_path, LWS_LEADER_ADDRESS="ep-0.ep.llm")
-    assert r.returncode == 0, r.stderr
-    log = (tmp_path / "log").read_text().splitlines()
-    assert log.count("ray health-check --address=ep-0.ep.llm:6379") == 3
-    assert log[-1] == "ray start --address=ep-0.ep.llm:6379 --block"
 
 
 def test_validator_knows_karpenter_nodepool_and_ec2nodeclass() -> None:

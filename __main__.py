@@ -13,7 +13,12 @@ config = load_stack_config()
 if config.platform is not None:
     outputs = build_platform(config.platform)
 else:
-    outputs = build_endpoint(config.endpoint, hf_token=config.hf_token)
+    outputs = build_endpoint(
+        config.endpoint,
+        hf_token=config.hf_token,
+        api_key=config.api_key,
+        api_key_version=config.api_key_version,
+    )
 
 for key, value in outputs.items():
     pulumi.export(key, value)

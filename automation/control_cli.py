@@ -241,6 +241,31 @@ def extend(
     typer.echo(f"endpoint {name} now expires at {ep.expires_at}")
 
 
+def api_key(
+    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Move to a new key (the pods roll onto it).")
+    ] = False,
+    user: Annotated[str | None, typer.Option(help="The owner (default: $USER).")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Run the rotation now.")] = True,
+) -> None:
+    """Print an endpoint's API key (its owner only), or rotate it."""
+    from automation.store import StoreError
+
+    control, caller = _open(user)
+    try:
+        if rotate:
+            op = control.rotate_api_key(caller, name).operation
+            typer.echo(f"endpoint {name}: key rotation {op.id} queued")
+            if wait:
+                raise typer.Exit(_follow(control, op))
+            return
+        _ep, key = control.api_key(caller, name)
+    except StoreError as e:
+        raise _refused(e) from None
+    typer.echo(key)
+
+
 def teardown(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List, change nothing.")] = False,
     attempts: Annotated[int, typer.Option(help="Destroy attempts per endpoint.")] = 3,
@@ -266,4 +291,5 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
     app.command("destroy")(destroy)
     app.command("extend")(extend)
+    app.command("api-key")(api_key)
     app.command("teardown")(teardown)

@@ -109,22 +109,44 @@ def load_builder(ref: str) -> Builder:
     return fn
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    """An endpoint's API key for one ``up``.
+
+    Attributes:
+        value: The key; None when the target must not write it (a render
+            target whose operator keeps secrets out of files).
+        version: Its version (a change rolls the serving pods).
+    """
+
+    value: str | None
+    version: int
+
+
 def program_for(
-    spec: EndpointSpec, builder: Builder, expires_at: datetime | None = None
+    spec: EndpointSpec,
+    builder: Builder,
+    expires_at: datetime | None = None,
+    api_key: ApiKey | None = None,
 ) -> Callable[[], None]:
     """The inline program of an endpoint: call the builder, export its outputs.
 
     The HF token reaches the builder only as the secret config value
-    ``llm-endpoints:hfToken`` (an ``Output`` marked secret), never as plain
-    text in the program. ``expires_at`` (the store's) is passed on to builders
-    that take it (``build_endpoint`` labels objects with it).
+    ``llm-endpoints:hfToken`` (an ``Output`` marked secret), and the API key
+    only as a secret ``Output``, never as plain text in the program.
+    ``expires_at`` (the store's) and the key are passed on to builders that
+    take them (``build_endpoint`` does).
     """
     kwargs: dict[str, Any] = {}
     if expires_at is not None and _accepts(builder, "expires_at"):
         kwargs["expires_at"] = expires_at
+    if api_key is not None and _accepts(builder, "api_key"):
+        kwargs["api_key_version"] = api_key.version
 
     def program() -> None:
         token = pulumi.Config(PROJECT).get_secret("hfToken")
+        if "api_key_version" in kwargs and api_key is not None and api_key.value:
+            kwargs["api_key"] = pulumi.Output.secret(api_key.value)
         outputs = builder(spec, token, **kwargs)
         for key, value in outputs.items():
             pulumi.export(key, value)
@@ -442,6 +464,7 @@ class StackService:
         work_dir: Path,
         hf_token: str | None = None,
         expires_at: datetime | None = None,
+        api_key: ApiKey | None = None,
         on_output: OnOutput | None = None,
     ) -> StackResult:
         """Create or update the endpoint's stack.
@@ -452,13 +475,16 @@ class StackService:
             hf_token: Stored as the secret config value ``llm-endpoints:hfToken``;
                 None keeps the one already set.
             expires_at: The endpoint's expiry, for builders that record it.
+            api_key: The endpoint's API key, for builders that take it.
             on_output: Receives each (scrubbed) line of engine output.
         """
         name = stack_name(spec.name)
         emit = self._out(on_output)
         if hf_token:
             self.scrub.add(hf_token)
-        program = program_for(spec, self.builder, expires_at)
+        if api_key is not None:
+            self.scrub.add(api_key.value)
+        program = program_for(spec, self.builder, expires_at, api_key)
         with self._stack(name, work_dir, program) as stack:
             dropped = self._recover(stack, emit)
             if hf_token:

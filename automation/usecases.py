@@ -22,11 +22,13 @@ from datetime import datetime
 from typing import Any
 
 from automation.dispatcher import Dispatcher
-from automation.secrets import discard_secret, put_secret
+from automation.secrets import api_key_for, discard_secret, put_secret
 from automation.settings import Settings, Target
 from automation.store import (
+    Conflict,
     Endpoint,
     EndpointOutputs,
+    EndpointStatus,
     LogLine,
     NotFound,
     Operation,
@@ -44,6 +46,9 @@ log = logging.getLogger("llm_endpoints.usecases")
 Planner = Callable[[EndpointSpec], Any]
 #: The fields the server sets; a request naming them is refused.
 SERVER_FIELDS = ("cluster", "pool", "namespace")
+#: What a redeploy may change in a live endpoint's spec (the rest would move
+#: it, resize it or change what it costs: destroy and create instead).
+REDEPLOY_FIELDS = ("vllm",)
 
 
 class InvalidRequest(ValueError):
@@ -366,10 +371,84 @@ class ControlPlane:
         return self._queue(caller, name, OpKind.DESTROY, idempotency_key)
 
     def redeploy(
+        self,
+        caller: Principal,
+        name: str,
+        changes: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """Queue another ``up``: of the recorded spec, or with ``changes``
+        (:data:`REDEPLOY_FIELDS`) applied, validated and sized first.
+
+        Raises:
+            InvalidRequest: a field that may not change, or the changed spec is invalid.
+        """
+        ep = self.visible_endpoint(caller, name)
+        if not changes:
+            return self._queue(caller, name, OpKind.UP, idempotency_key)
+        details = [
+            f"{k}: cannot change on a live endpoint (destroy and create it instead)"
+            for k in changes
+            if k not in REDEPLOY_FIELDS
+        ]
+        if details:
+            raise InvalidRequest("invalid_request", "invalid redeploy", details)
+        try:
+            spec = parse_spec({**ep.spec, **changes})
+        except ValueError as e:
+            raise InvalidRequest(
+                "invalid_spec", "invalid endpoint spec", str(e).splitlines()
+            ) from None
+        self._check_policy(spec, None)
+        hints = self.plan(spec)
+        op, replayed = self.store.request_operation(
+            ep.name,
+            OpKind.UP,
+            caller.user,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash({"op": "up", "name": ep.name, **changes}, False),
+            max_queued=self.settings.max_queued_per_endpoint,
+            quota=self.quota(caller),
+            spec=spec.model_dump(mode="json"),
+            hints=hints,
+        )
+        self._wake()
+        return Accepted(op, replayed)
+
+    def api_key(self, caller: Principal, name: str) -> tuple[Endpoint, str]:
+        """The endpoint's API key, for its owner only (not even an administrator:
+        they rotate it instead).
+
+        Raises:
+            NotFound: not the caller's endpoint.
+            Conflict: the endpoint is destroyed (its key is gone).
+        """
+        ep = self.visible_endpoint(caller, name)
+        if ep.owner != caller.user:
+            raise NotFound(f"endpoint {name!r} not found")
+        if ep.status is EndpointStatus.DESTROYED:
+            raise Conflict(f"endpoint {name!r} is destroyed; it has no key")
+        return ep, api_key_for(self.settings, ep.name, ep.generation, ep.api_key_version)
+
+    def rotate_api_key(
         self, caller: Principal, name: str, *, idempotency_key: str | None = None
     ) -> Accepted:
-        """Queue another ``up`` of the recorded spec."""
-        return self._queue(caller, name, OpKind.UP, idempotency_key)
+        """Move the endpoint to a new key and queue the ``up`` that rolls its pods
+        onto it (the old key works until they have rolled)."""
+        ep = self.visible_endpoint(caller, name)
+        op, replayed = self.store.request_operation(
+            ep.name,
+            OpKind.UP,
+            caller.user,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash({"op": "rotate-api-key", "name": ep.name}, False),
+            max_queued=self.settings.max_queued_per_endpoint,
+            quota=self.quota(caller),
+            rotate_key=True,
+        )
+        self._wake()
+        return Accepted(op, replayed)
 
     def refresh(
         self, caller: Principal, name: str, *, idempotency_key: str | None = None

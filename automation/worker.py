@@ -23,10 +23,10 @@ from types import FrameType
 from typing import Any
 
 from automation.procs import end_strays, owner_of
-from automation.secrets import Scrubber, discard_secret, read_secret
+from automation.secrets import Scrubber, api_key_for, discard_secret, read_secret
 from automation.settings import Settings
-from automation.stacks import OperationFailed, StackError, StackService
-from automation.store import CancelReason, EndpointOutputs, OpKind, OpStatus, Store
+from automation.stacks import ApiKey, OperationFailed, StackError, StackService
+from automation.store import CancelReason, Endpoint, EndpointOutputs, OpKind, OpStatus, Store
 from components.config import parse_spec
 
 
@@ -116,8 +116,14 @@ def run_operation(op_id: str, settings: Settings, *, store: Store | None = None)
         spec = parse_spec(ep.spec)
         log(f"[{op.kind}] {ep.name} started by {op.requested_by}")
         if op.kind is OpKind.UP:
+            api_key = _api_key(settings, ep, spec, scrub, log)
             result = service.up(
-                spec, work_dir=work_dir, hf_token=token, expires_at=ep.expires_at, on_output=log
+                spec,
+                work_dir=work_dir,
+                hf_token=token,
+                expires_at=ep.expires_at,
+                api_key=api_key,
+                on_output=log,
             )
             discard_secret(settings, op.id)
             outputs = _outputs(result.outputs)
@@ -153,6 +159,27 @@ def run_operation(op_id: str, settings: Settings, *, store: Store | None = None)
             error = f"cancelled: {error}"
     store.finish(op.id, status, error=error, outputs=outputs)
     return status
+
+
+def _api_key(
+    settings: Settings, ep: Endpoint, spec: Any, scrub: Scrubber, log: OpLog
+) -> ApiKey:
+    """The endpoint's key for this ``up`` (scrubbed from every line from now on).
+
+    A render target writes it into its folder only if the operator allows
+    secrets there; otherwise the Secret is left out and the log says how to
+    create it.
+    """
+    key = api_key_for(settings, ep.name, ep.generation, ep.api_key_version)
+    scrub.add(key)
+    if spec.render_only and settings.render_secrets != "allow":
+        log(
+            f"[up] the API key Secret {ep.name}-api-key is not rendered (this server keeps "
+            f"secrets out of files); create it in namespace {spec.resolved_namespace} with "
+            "the key from `llm-endpoints api-key` under the key 'key'"
+        )
+        return ApiKey(None, ep.api_key_version)
+    return ApiKey(key, ep.api_key_version)
 
 
 def _remove_render_dir(settings: Settings, spec: Any) -> None:

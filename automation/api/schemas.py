@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from automation.store import Endpoint, EndpointStatus, Operation, OpKind, OpStatus
-from components.config import EndpointRequest
+from components.config import EndpointRequest, VllmSpec
 
 
 class ErrorDetail(BaseModel):
@@ -68,6 +68,29 @@ class ExtendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ttl: str = Field(max_length=16, description="e.g. '4h'; at most the server's max ttl")
+
+
+class RedeployRequest(BaseModel):
+    """What to change before the ``up`` (nothing: redeploy the recorded spec)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vllm: VllmSpec | None = Field(
+        default=None, description="new vLLM settings (the whole section); the pods roll"
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The spec sections this request replaces."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_unset=True)
+
+
+class ApiKeyOut(BaseModel):
+    """An endpoint's API key (only its owner gets it; never cached)."""
+
+    endpoint: str
+    api_key: str = Field(description="send it as `Authorization: Bearer <api_key>`")
+    version: int = Field(description="bumped by each rotation")
+    url: str | None = Field(description="the OpenAI base URL to use it with")
 
 
 class OperationOut(BaseModel):

@@ -164,12 +164,17 @@ class Store(StoreBase):
         request_hash: str | None = None,
         max_queued: int = 8,
         quota: Quota | None = None,
+        spec: dict[str, Any] | None = None,
+        hints: EndpointOutputs | None = None,
+        rotate_key: bool = False,
         now: datetime | None = None,
     ) -> tuple[Operation, bool]:
         """Queue a destroy, refresh or re-``up`` of an existing endpoint.
 
         A destroy is always accepted while the endpoint is live (it queues
         behind whatever runs); asking again returns the destroy already queued.
+        An ``up`` may bring a new desired ``spec`` (with its planner ``hints``)
+        and may move the endpoint to a new API key version (``rotate_key``).
 
         Returns:
             The operation and whether it is a replay (same key, or the destroy
@@ -221,7 +226,17 @@ class Store(StoreBase):
                         f"endpoint {name!r} already has {max_queued} operations queued; "
                         "retry when they finish"
                     )
-                self._set_endpoint(conn, ep, status=new_status, updated_at=now)
+                changes: dict[str, Any] = {"status": new_status, "updated_at": now}
+                if kind is OpKind.UP and spec is not None:
+                    changes["spec"] = spec
+                    if hints is not None:
+                        changes |= {
+                            "cost_per_hour": hints.cost_per_hour,
+                            "accelerators": hints.accelerators,
+                        }
+                if kind is OpKind.UP and rotate_key:
+                    changes["api_key_version"] = ep.api_key_version + 1
+                self._set_endpoint(conn, ep, **changes)
                 op = self._new_op(conn, name, kind, user, idempotency_key, request_hash, now)
                 return op, False
         except IntegrityError:

@@ -44,8 +44,13 @@ class Slow(Resource):
         super().__init__(_SlowProvider(), name, {"seconds": seconds}, opts)
 
 
-def build(spec: EndpointSpec, hf_token: pulumi.Input[str] | None = None) -> Mapping[str, Any]:
-    """Render a ConfigMap (and the token Secret) for ``spec``; return its outputs."""
+def build(
+    spec: EndpointSpec,
+    hf_token: pulumi.Input[str] | None = None,
+    api_key: pulumi.Input[str] | None = None,
+    api_key_version: int = 1,
+) -> Mapping[str, Any]:
+    """Render a ConfigMap (and the token and key Secrets) for ``spec``; return its outputs."""
     assert spec.cluster.render_dir, "the test builder renders only"
     provider = k8s.Provider(f"{spec.name}-render", render_yaml_to_directory=spec.cluster.render_dir)
     protect = spec.labels.get("fail-destroy") == "true"
@@ -53,7 +58,12 @@ def build(spec: EndpointSpec, hf_token: pulumi.Input[str] | None = None) -> Mapp
     cm = k8s.core.v1.ConfigMap(
         f"{spec.name}-config",
         metadata={"name": spec.name, "namespace": namespace},
-        data={"model": spec.model, "instance_type": spec.instance_type or "g5.xlarge"},
+        data={
+            "model": spec.model,
+            "instance_type": spec.instance_type or "g5.xlarge",
+            "api_key_version": str(api_key_version),
+            "vllm_extra_args": " ".join(spec.vllm.extra_args),
+        },
         opts=pulumi.ResourceOptions(provider=provider, protect=protect),
     )
     outputs: dict[str, Any] = {
@@ -72,6 +82,14 @@ def build(spec: EndpointSpec, hf_token: pulumi.Input[str] | None = None) -> Mapp
         )
         # A secret output: it must never reach the store or a response.
         outputs["hf_token_echo"] = hf_token
+    if api_key is not None:
+        k8s.core.v1.Secret(
+            f"{spec.name}-api-key",
+            metadata={"name": f"{spec.name}-api-key", "namespace": namespace},
+            string_data={"key": api_key},
+            opts=pulumi.ResourceOptions(provider=provider),
+        )
+        outputs["api_key_echo"] = api_key
     if "slow" in spec.labels:
         Slow(
             f"{spec.name}-slow",

@@ -72,7 +72,12 @@ def test_create_ready_destroy_gone_over_http(tmp_path: Path) -> None:
         assert op.created_at <= op.claimed_at <= op.started_at < op.finished_at
         cm = yaml.safe_load(_manifest(settings, "one").read_text())
         assert cm["metadata"] == {"name": "one", "namespace": "llm"}
-        assert cm["data"] == {"model": MODEL, "instance_type": "g5.xlarge"}
+        assert cm["data"] == {
+            "model": MODEL,
+            "instance_type": "g5.xlarge",
+            "api_key_version": "1",
+            "vllm_extra_args": "",
+        }
         latest = checkpoint(settings, "one")
         assert latest is not None
         types = [res["type"] for res in latest["resources"]]
@@ -246,10 +251,22 @@ def test_canary_secret_never_leaks(
     caplog.set_level(logging.DEBUG)
     bodies: list[str] = []
     with Server(settings) as srv, srv.client(ALICE) as c:
-        r = c.post("/v1/endpoints", json=request("sec", hf_token=canary))
+        # A slow resource keeps the worker, the CLI and the language host running
+        # while their environments and arguments are read.
+        r = c.post("/v1/endpoints", json=request("sec", hf_token=canary, labels={"slow": "4"}))
         assert r.status_code == 202
         op_id = r.json()["operation"]["id"]
         bodies.append(r.text)
+        key_call = c.get("/v1/endpoints/sec/api-key")
+        assert key_call.status_code == 200 and key_call.headers["cache-control"] == "no-store"
+        api_key = key_call.json()["api_key"]
+        needles += [api_key.encode(), base64.b64encode(api_key.encode())]
+        # Nobody else gets it: not another user, not an administrator.
+        assert c.get("/v1/endpoints/sec/api-key", headers=BOB).status_code == 404
+        assert c.get("/v1/endpoints/sec/api-key", headers=ADMIN).status_code == 404
+        seen_in_processes = _processes_holding(
+            [canary, api_key], until=lambda: wait_op_done(c, op_id)
+        )
         # Requests that fail, carrying the token, echo nothing of it.
         for b in (
             request("sec", hf_token=canary),
@@ -276,6 +293,15 @@ def test_canary_secret_never_leaks(
         # Kubernetes Secret (the render target writes manifests in plain text by design).
         rendered = yaml.safe_load(_manifest(settings, "sec", "secret", "sec-hf-token").read_text())
         assert base64.b64decode(rendered["data"]["token"]).decode() == canary
+        rendered = yaml.safe_load(_manifest(settings, "sec", "secret", "sec-api-key").read_text())
+        assert base64.b64decode(rendered["data"]["key"]).decode() == api_key
+        assert "ciphertext" in json.dumps(
+            next(
+                r
+                for r in checkpoint(settings, "sec")["resources"]
+                if r["type"] == "pulumi:pulumi:Stack"
+            )["outputs"]["api_key_echo"]
+        )
         latest = checkpoint(settings, "sec")
         assert latest is not None
         stack_outputs = next(r for r in latest["resources"] if r["type"] == "pulumi:pulumi:Stack")
@@ -294,15 +320,45 @@ def test_canary_secret_never_leaks(
         bodies.append(c.get(f"/v1/operations/{d.json()['operation']['id']}/events").text)
 
     for text in bodies:
-        assert canary not in text and needles[1].decode() not in text
-    assert canary not in records
+        for needle in needles:
+            assert needle.decode() not in text
+    assert canary not in records and api_key not in records
+    assert seen_in_processes == [], "a process's environment or arguments hold a secret"
     assert leaks_running == [], "state dir (backend, DB, stacks, secrets, work) holds the token"
     assert grep_tree(settings.state_dir, needles) == []
     assert not any(settings.secrets_root.iterdir()), "the drop-box is emptied"
     logged = "\n".join(r.getMessage() for r in caplog.records)
     out, err = capfd.readouterr()
     for text in (logged, out, err):
-        assert canary not in text
+        assert canary not in text and api_key not in text
+
+
+def wait_op_done(c: Any, op_id: str) -> bool:
+    return c.get(f"/v1/operations/{op_id}").json()["status"] not in ("queued", "running")
+
+
+def _processes_holding(secrets: list[str], until: Any, timeout: float = 90) -> list[str]:
+    """Scan every process's environment and arguments, repeatedly, until ``until()``:
+    the processes (and the secret) of those that hold one."""
+    found: set[str] = set()
+    deadline = time.monotonic() + timeout
+    scans = 0
+    while not until() and time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            for part in ("environ", "cmdline"):
+                try:
+                    data = (proc / part).read_bytes()
+                except OSError:
+                    continue
+                for secret in secrets:
+                    if secret.encode() in data:
+                        found.add(f"{proc.name}/{part}: {secret[:8]}...")
+        scans += 1
+        time.sleep(0.2)
+    assert scans >= 3, "the operation ended before its processes could be read"
+    return sorted(found)
 
 
 def test_worker_session_is_gone_after_each_operation(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from automation.api.deps import Caller, Control
 from automation.api.schemas import (
+    ApiKeyOut,
     CreateEndpointRequest,
     EndpointList,
     EndpointOut,
@@ -23,6 +24,7 @@ from automation.api.schemas import (
     OperationAccepted,
     OperationList,
     OperationOut,
+    RedeployRequest,
 )
 from automation.usecases import Accepted
 
@@ -144,7 +146,10 @@ def delete_endpoint(
     status_code=202,
     response_model=OperationAccepted,
     summary="Redeploy an endpoint",
-    description="Queues another `up` of the recorded spec (retry a failed create, fix drift).",
+    description=(
+        "Queues another `up`: of the recorded spec (retry a failed create, fix drift), "
+        "or with new `vllm` settings, validated and sized before the 202; the pods roll."
+    ),
     responses={**E401, **E404, **E409, **E422},
 )
 def redeploy_endpoint(
@@ -152,9 +157,49 @@ def redeploy_endpoint(
     control: Control,
     caller: Caller,
     response: Response,
+    body: RedeployRequest | None = None,
     idempotency_key: IdemKey = None,
 ) -> OperationAccepted:
-    return accepted(control.redeploy(caller, name, idempotency_key=idempotency_key), response)
+    changes = body.changes() if body is not None else None
+    result = control.redeploy(caller, name, changes, idempotency_key=idempotency_key)
+    return accepted(result, response)
+
+
+@router.get(
+    "/{name}/api-key",
+    response_model=ApiKeyOut,
+    summary="Get an endpoint's API key",
+    description=(
+        "The key the endpoint's OpenAI API requires (`Authorization: Bearer ...`). "
+        "Only the endpoint's owner gets it; it appears in no other response or log."
+    ),
+    responses={**E401, **E404, **E409, **E422},
+)
+def get_api_key(name: Name, control: Control, caller: Caller, response: Response) -> ApiKeyOut:
+    ep, key = control.api_key(caller, name)
+    response.headers["Cache-Control"] = "no-store"
+    return ApiKeyOut(endpoint=ep.name, api_key=key, version=ep.api_key_version, url=ep.url)
+
+
+@router.post(
+    "/{name}/api-key/rotate",
+    status_code=202,
+    response_model=OperationAccepted,
+    summary="Rotate an endpoint's API key",
+    description=(
+        "Moves the endpoint to a new key and queues the `up` that rolls its pods onto "
+        "it; the old key works until they have rolled."
+    ),
+    responses={**E401, **E404, **E409, **E422},
+)
+def rotate_api_key(
+    name: Name,
+    control: Control,
+    caller: Caller,
+    response: Response,
+    idempotency_key: IdemKey = None,
+) -> OperationAccepted:
+    return accepted(control.rotate_api_key(caller, name, idempotency_key=idempotency_key), response)
 
 
 @router.post(

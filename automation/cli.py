@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from automation.control_cli import register as register_control_commands
-from components import planner
-from components.catalog import get_instance, get_model
+from components import models, planner
+from components.catalog import get_instance
 
 app = typer.Typer(
     name="llm-endpoints",
@@ -46,8 +47,9 @@ def _console() -> Console:
     return console
 
 
-def _table(cands: list[planner.Estimate], choice: planner.Estimate | None) -> Table:
-    table = Table(title="Candidates (sorted by cost, fitting first)")
+def _table(cands: list[planner.Estimate], choice: planner.Estimate | None, optimize: str) -> Table:
+    order = {"cost": "$/h", "cost-per-token": "$/1M tokens", "latency": "single-stream speed"}
+    table = Table(title=f"Candidates (fitting first, then by {order[optimize]})")
     table.add_column("", no_wrap=True)
     table.add_column("instance", no_wrap=True)
     table.add_column("fits", no_wrap=True)
@@ -80,30 +82,73 @@ def _table(cands: list[planner.Estimate], choice: planner.Estimate | None) -> Ta
     return table
 
 
-def _why(choice: planner.Estimate, cands: list[planner.Estimate]) -> str:
+def _why(choice: planner.Estimate, cands: list[planner.Estimate], optimize: str) -> str:
     fitting = sum(1 for c in cands if c.fits)
     breakdown = ", ".join(
         f"{k.replace('_', ' ')} {v:.0f} s" for k, v in choice.cold_start_breakdown.items()
     )
+    best = {"cost": "cheapest", "cost-per-token": "cheapest per token", "latency": "fastest"}
     return (
         f"Chosen: {choice.instance_type} with TP {choice.tensor_parallel}"
         f"{f' x PP {choice.pipeline_parallel}' if choice.pipeline_parallel > 1 else ''}, "
-        f"the cheapest of {fitting} fitting candidates out of {len(cands)} "
+        f"the {best[optimize]} of {fitting} fitting candidates out of {len(cands)} "
         f"(${choice.cost_per_hour:.3f}/h). {choice.reason[0].upper()}{choice.reason[1:]}. "
         f"vLLM flags: {' '.join(choice.vllm_args())}. "
-        f"Single stream {choice.decode_tokens_per_s:.1f} tok/s, "
-        f"{choice.aggregate_tokens_per_s:.1f} tok/s at concurrency {choice.concurrency}, "
+        f"Single stream {choice.decode_tokens_per_s:.1f} tok/s "
+        f"({choice.decode_ms_per_token:.1f} ms/token), "
+        f"{choice.aggregate_tokens_per_s:.1f} tok/s at concurrency {choice.concurrency} "
+        f"(prefills of {planner.PROMPT_TOKENS}-token prompts included), "
         f"time to first token ~{choice.ttft_s:.2f} s for a {planner.TTFT_PROMPT_TOKENS}-token "
         f"prompt, ${choice.cost_per_million_tokens:.2f} per million output tokens. "
         f"Cold start ~{choice.cold_start_s / 60:.1f} min ({breakdown})."
     )
 
 
+def _read_model_config(path: Path) -> dict[str, Any]:
+    """A config.json file, parsed; errors name the file and the field."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"model_config: cannot read {path}: {e.strerror or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"model_config: {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"model_config: {path} must hold a JSON object (a config.json)")
+    return data
+
+
+def _model_id(model: str | None, config: dict[str, Any] | None, path: Path | None) -> str:
+    """MODEL, else the config's ``_name_or_path``, else the file name (``owner__name``)."""
+    if model:
+        return model
+    if config is not None and isinstance(config.get("_name_or_path"), str):
+        return str(config["_name_or_path"])
+    if path is not None:
+        return path.stem.removesuffix(".config").replace("__", "/")
+    raise ValueError("model: give MODEL (a catalog id or alias) or --model-config FILE")
+
+
 @app.command()
 def plan(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="Catalog model id or alias.")],
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[MODEL]",
+            help="Hugging Face id or catalog alias (optional with --model-config).",
+        ),
+    ] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config",
+            help="The model's Hugging Face config.json (any model).",
+            dir_okay=False,
+        ),
+    ] = None,
     instance: Annotated[
-        str | None, typer.Option("--instance", help="EC2 instance type (default: cheapest).")
+        str | None, typer.Option("--instance", help="EC2 instance type (default: best).")
     ] = None,
     max_model_len: Annotated[
         int | None, typer.Option("--max-model-len", help="Context length (default: full).")
@@ -111,6 +156,15 @@ def plan(
     gpu_memory_utilization: Annotated[
         float, typer.Option("--gpu-memory-utilization", help="vLLM's fraction, in (0, 1].")
     ] = 0.90,
+    max_num_seqs: Annotated[
+        int | None, typer.Option("--max-num-seqs", help="vLLM --max-num-seqs (default: planned).")
+    ] = None,
+    max_num_batched_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-num-batched-tokens", help="vLLM --max-num-batched-tokens (default: vLLM's)."
+        ),
+    ] = None,
     concurrency: Annotated[
         int, typer.Option("--concurrency", help="Concurrent streams for the throughput.")
     ] = 1,
@@ -126,12 +180,26 @@ def plan(
     storage: Annotated[
         str, typer.Option("--storage", help="none, s3, fsx, efs or pvc (cold start).")
     ] = "none",
+    optimize: Annotated[
+        str,
+        typer.Option(
+            "--optimize", help="cost ($/h), cost-per-token ($/1M tokens) or latency (tok/s)."
+        ),
+    ] = "cost",
+    vllm_version: Annotated[
+        str,
+        typer.Option(
+            "--vllm-version",
+            help=f"vLLM to predict: {planner.PINNED} (pinned) or {planner.RAY} (Ray image).",
+        ),
+    ] = planner.PINNED,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (choice + candidates) only.")
     ] = False,
 ) -> None:
     """Size MODEL: candidate instances, memory, speed, cost, and the choice."""
-    arch = get_model(model)
+    config = _read_model_config(model_config) if model_config is not None else None
+    arch = models.resolve(_model_id(model, config, model_config), config)
     inst = get_instance(instance) if instance is not None else None
     kwargs: dict[str, Any] = {
         "accelerator": accelerator,
@@ -142,6 +210,10 @@ def plan(
         "instance": inst,
         "tensor_parallel": tensor_parallel,
         "pipeline_parallel": pipeline_parallel,
+        "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens,
+        "optimize": optimize,
+        "vllm_version": vllm_version,
     }
     cands = planner.candidates(arch, **kwargs)
     # choose() returns the first candidate when it fits; otherwise it explains.
@@ -157,6 +229,8 @@ def plan(
             json.dumps(
                 {
                     "model": arch.id,
+                    "vllm_version": vllm_version,
+                    "optimize": optimize,
                     "choice": choice.to_dict() if choice else None,
                     "error": str(error) if error else None,
                     "candidates": [c.to_dict() for c in cands],
@@ -166,9 +240,9 @@ def plan(
         )
     else:
         console = _console()
-        console.print(_table(cands, choice))
+        console.print(_table(cands, choice, optimize))
         if choice is not None:
-            console.print(_why(choice, cands), highlight=False, markup=False)
+            console.print(_why(choice, cands, optimize), highlight=False, markup=False)
     if error is not None:
         raise error
 

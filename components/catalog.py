@@ -1,21 +1,47 @@
-"""Model and instance catalogs: the facts the planner and the components use.
+"""Instance catalog: the accelerators and EC2 instance types the components use.
 
-Every number carries its source. Model facts come from each model's published
-``config.json`` on Hugging Face (at the revision named); instance facts from the
-AWS instance-type pages and the us-east-1 on-demand price list (2025-26), and
+Every number carries its source. Instance facts come from the AWS
+instance-type pages and the us-east-1 on-demand price list (2025-26), and
 accelerator facts from the vendor data sheets. "Usable" memory is what the CUDA
 runtime reports as total device memory (``torch.cuda.mem_get_info()[1]``), which
 is what vLLM multiplies by ``gpu_memory_utilization``; it is less than the
 marketing figure because of ECC and the driver's reservation.
+
+Models live in :mod:`components.models` (read from Hugging Face configs); the
+names below are re-exported from there for the modules that import them here.
 """
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
-GIB = 1024**3
+from components.models import (
+    BYTES_PER_ELEMENT,
+    GIB,
+    MODELS,
+    DType,
+    ModelArch,
+    MoE,
+    closest,
+    get_model,
+)
+
+__all__ = [
+    "BYTES_PER_ELEMENT",
+    "GIB",
+    "INSTANCES",
+    "MODELS",
+    "Accelerator",
+    "AcceleratorChip",
+    "DType",
+    "InstanceType",
+    "MoE",
+    "ModelArch",
+    "closest",
+    "get_instance",
+    "get_model",
+]
 
 
 class Accelerator(StrEnum):
@@ -23,169 +49,6 @@ class Accelerator(StrEnum):
 
     NVIDIA = "nvidia"
     NEURON = "neuron"
-
-
-class DType(StrEnum):
-    """Weight and KV-cache data types, with their size in bytes."""
-
-    BF16 = "bfloat16"
-    FP16 = "float16"
-    FP8 = "fp8"
-    MXFP4 = "mxfp4"
-
-
-BYTES_PER_ELEMENT: dict[DType, float] = {
-    DType.BF16: 2.0,
-    DType.FP16: 2.0,
-    DType.FP8: 1.0,
-    # MXFP4: 4-bit values plus one shared 8-bit exponent per 32 values.
-    # Source: OCP Microscaling Formats (MX) v1.0 spec, section 5.
-    DType.MXFP4: 4.25 / 8,
-}
-
-
-@dataclass(frozen=True)
-class MoE:
-    """Mixture-of-experts facts."""
-
-    experts: int
-    experts_per_token: int
-    #: Parameters that live in expert MLPs (stored in ``expert_dtype``).
-    expert_params: float
-    expert_dtype: DType
-
-
-@dataclass(frozen=True)
-class ModelArch:
-    """The architecture facts of a model that drive memory and speed.
-
-    Attributes:
-        id: Hugging Face model id.
-        params: Total parameter count.
-        layers: Transformer layers (``num_hidden_layers``).
-        hidden_size: ``hidden_size``.
-        heads: ``num_attention_heads``.
-        kv_heads: ``num_key_value_heads`` (grouped-query attention).
-        head_dim: Per-head dimension.
-        intermediate_size: Dense MLP width (per expert for MoE models).
-        vocab_size: ``vocab_size``.
-        max_context: ``max_position_embeddings``.
-        dtype: Weight dtype of the checkpoint (``torch_dtype``).
-        moe: Mixture-of-experts facts, or None for dense models.
-        sliding_window: Window of the sliding-window layers, or None.
-        sliding_window_layers: How many layers use the sliding window.
-        checkpoint_gib: Size of the safetensors files, for download and load time.
-        source: Where these facts come from.
-    """
-
-    id: str
-    params: float
-    layers: int
-    hidden_size: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate_size: int
-    vocab_size: int
-    max_context: int
-    dtype: DType
-    checkpoint_gib: float
-    source: str
-    moe: MoE | None = None
-    sliding_window: int | None = None
-    sliding_window_layers: int = 0
-    aliases: tuple[str, ...] = field(default=())
-
-    @property
-    def active_params(self) -> float:
-        """Parameters touched per token (all of them for dense models)."""
-        if self.moe is None:
-            return self.params
-        per_expert = self.moe.expert_params / self.moe.experts
-        return self.params - self.moe.expert_params + per_expert * self.moe.experts_per_token
-
-    @property
-    def weight_bytes(self) -> float:
-        """Bytes of all weights as vLLM loads them."""
-        if self.moe is None:
-            return self.params * BYTES_PER_ELEMENT[self.dtype]
-        dense = (self.params - self.moe.expert_params) * BYTES_PER_ELEMENT[self.dtype]
-        return dense + self.moe.expert_params * BYTES_PER_ELEMENT[self.moe.expert_dtype]
-
-
-_LLAMA_8B = ModelArch(
-    id="deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
-    # Llama-3.1-8B architecture; 8.03e9 parameters (model card).
-    params=8.03e9,
-    layers=32,
-    hidden_size=4096,
-    heads=32,
-    kv_heads=8,
-    head_dim=128,
-    intermediate_size=14336,
-    vocab_size=128256,
-    max_context=131072,
-    dtype=DType.BF16,
-    checkpoint_gib=14.96,
-    source="huggingface.co/deepseek-ai/DeepSeek-R1-Distill-Llama-8B config.json",
-    aliases=("deepseek-r1-llama-8b",),
-)
-
-MODELS: dict[str, ModelArch] = {
-    m.id: m
-    for m in (
-        _LLAMA_8B,
-        replace(
-            _LLAMA_8B,
-            # Llama-3-8B: the same architecture with an 8k context.
-            id="NousResearch/Meta-Llama-3-8B-Instruct",
-            max_context=8192,
-            source="huggingface.co/NousResearch/Meta-Llama-3-8B-Instruct config.json",
-            aliases=("meta-llama/Meta-Llama-3-8B-Instruct", "llama3-8b"),
-        ),
-        ModelArch(
-            id="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
-            # Qwen2.5-32B architecture; 32.76e9 parameters (model card).
-            params=32.76e9,
-            layers=64,
-            hidden_size=5120,
-            heads=40,
-            kv_heads=8,
-            head_dim=128,
-            intermediate_size=27648,
-            vocab_size=152064,
-            max_context=131072,
-            dtype=DType.BF16,
-            checkpoint_gib=61.03,
-            source="huggingface.co/deepseek-ai/DeepSeek-R1-Distill-Qwen-32B config.json",
-            aliases=("deepseek-qwen-32b",),
-        ),
-        ModelArch(
-            id="openai/gpt-oss-20b",
-            # 20.9e9 total, 3.6e9 active parameters; MoE weights in MXFP4, the
-            # rest in bf16 (gpt-oss model card, table 1).
-            params=20.91e9,
-            layers=24,
-            hidden_size=2880,
-            heads=64,
-            kv_heads=8,
-            head_dim=64,
-            intermediate_size=2880,
-            vocab_size=201088,
-            max_context=131072,
-            dtype=DType.BF16,
-            checkpoint_gib=12.82,
-            source="huggingface.co/openai/gpt-oss-20b config.json; gpt-oss model card",
-            moe=MoE(
-                experts=32, experts_per_token=4, expert_params=19.12e9, expert_dtype=DType.MXFP4
-            ),
-            # Alternating dense and 128-token banded attention: 12 of 24 layers.
-            sliding_window=128,
-            sliding_window_layers=12,
-            aliases=("gpt-oss-20b",),
-        ),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -199,6 +62,8 @@ class AcceleratorChip:
         bandwidth_gbs: Peak memory bandwidth, GB/s (10^9 bytes).
         cores: Compute cores the runtime schedules on (NeuronCores for Neuron).
         source: Data sheet.
+        sm: CUDA compute capability x 10 (0 for Neuron); picks vLLM's kernels
+            (e.g. the MXFP4 MoE backend).
     """
 
     name: str
@@ -207,6 +72,7 @@ class AcceleratorChip:
     bandwidth_gbs: float
     cores: int
     source: str
+    sm: int = 0
 
 
 A10G = AcceleratorChip(
@@ -216,14 +82,32 @@ A10G = AcceleratorChip(
     600,
     1,
     "NVIDIA A10G data sheet; 22.30 GiB total in vLLM logs on g5",
+    86,
 )
-L4 = AcceleratorChip("NVIDIA L4", 22.49, 22.05, 300, 1, "NVIDIA L4 data sheet")
-L40S = AcceleratorChip("NVIDIA L40S", 44.99, 44.39, 864, 1, "NVIDIA L40S data sheet")
-A100_40 = AcceleratorChip("NVIDIA A100 40GB", 40.0, 39.39, 1555, 1, "NVIDIA A100 data sheet")
-A100_80 = AcceleratorChip("NVIDIA A100 80GB", 80.0, 79.15, 2039, 1, "NVIDIA A100 data sheet")
-H100 = AcceleratorChip("NVIDIA H100 80GB", 80.0, 79.19, 3350, 1, "NVIDIA H100 SXM data sheet")
+L4 = AcceleratorChip("NVIDIA L4", 22.49, 22.05, 300, 1, "NVIDIA L4 data sheet", 89)
+L40S = AcceleratorChip(
+    "NVIDIA L40S",
+    44.99,
+    44.39,
+    864,
+    1,
+    "NVIDIA L40S data sheet; 44.39 GiB total in vLLM logs on g6e.48xlarge "
+    "(github.com/gnosia93/vlm-distillation, vLLM 0.6.6)",
+    89,
+)
+A100_40 = AcceleratorChip("NVIDIA A100 40GB", 40.0, 39.39, 1555, 1, "NVIDIA A100 data sheet", 80)
+A100_80 = AcceleratorChip("NVIDIA A100 80GB", 80.0, 79.15, 2039, 1, "NVIDIA A100 data sheet", 80)
+H100 = AcceleratorChip(
+    "NVIDIA H100 80GB",
+    80.0,
+    79.19,
+    3350,
+    1,
+    "NVIDIA H100 SXM data sheet; 79.19 GiB total in vLLM 0.19.0 logs (llm-d-planner)",
+    90,
+)
 # The data sheet's "141GB" is nearly GiB: nvidia-smi reports 143,771 MiB (140.4 GiB).
-H200 = AcceleratorChip("NVIDIA H200", 140.4, 139.8, 4800, 1, "NVIDIA H200 data sheet")
+H200 = AcceleratorChip("NVIDIA H200", 140.4, 139.8, 4800, 1, "NVIDIA H200 data sheet", 90)
 INFERENTIA2 = AcceleratorChip(
     "AWS Inferentia2",
     32.0,
@@ -301,28 +185,6 @@ INSTANCES: dict[str, InstanceType] = {
         InstanceType("inf2.48xlarge", _NE, INFERENTIA2, 12, 192, 768, 12.981),
     )
 }
-
-
-def closest(name: str, choices: list[str], n: int = 3) -> str:
-    """Return 'did you mean' text for an unknown name, or the valid names."""
-    near = difflib.get_close_matches(name, choices, n=n, cutoff=0.4)
-    if near:
-        return "closest: " + ", ".join(near)
-    return "valid: " + ", ".join(sorted(choices))
-
-
-def get_model(model_id: str) -> ModelArch:
-    """Look a model up by Hugging Face id or alias (case-insensitive).
-
-    Raises:
-        ValueError: naming the closest catalog ids.
-    """
-    wanted = model_id.strip().lower()
-    for m in MODELS.values():
-        if wanted == m.id.lower() or wanted in (a.lower() for a in m.aliases):
-            return m
-    names = list(MODELS) + [a for m in MODELS.values() for a in m.aliases]
-    raise ValueError(f"model: unknown model {model_id!r} ({closest(model_id, names)})")
 
 
 def get_instance(name: str) -> InstanceType:

@@ -4,6 +4,10 @@ Run on a machine with a GPU and PyTorch (not part of CI):
 
     python3 scripts/calibrate_gpu.py [--out calibration.json]
 
+Runs so far: docs/calibration/h100-2026-11-24.json (H100 SXM) and
+docs/calibration/h200-2026-12-01.json (H200); the planner's decode efficiency
+for those chips is their batch-1 ``efficiency_vs_datasheet``.
+
 It prints, and writes as JSON:
 
 - ``usable_gib``: total device memory as the CUDA runtime reports it (what vLLM

@@ -270,7 +270,7 @@ def test_planner_refusal_is_422_with_the_numbers(
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["code"] == "plan_error"
-    assert "61.05 GiB" in err["message"] and "g5.xlarge" in err["message"]
+    assert "61.06 GiB" in err["message"] and "g5.xlarge" in err["message"]
     _nothing_recorded(store, settings)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -63,7 +64,7 @@ def test_json_is_the_only_stdout() -> None:
     assert cands[0] == choice
     single_a10g = [c for c in cands if c["instance_type"] == "g5.xlarge"]
     assert single_a10g and not single_a10g[0]["fits"]
-    assert "weights 61.05 GiB" in single_a10g[0]["reason"]
+    assert "weights 61.06 GiB" in single_a10g[0]["reason"]
 
 
 def test_json_with_instance_and_no_fit(capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,3 +153,116 @@ def test_help_lists_plan() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "plan" in result.stdout
+
+
+# --- Any model, the vLLM batch flags, optimize -------------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[2] / "components" / "models" / "configs"
+MUST_SHOW = {
+    "weights_gib",
+    "kv_cache_gib",
+    "kv_tokens",
+    "max_concurrency",
+    "decode_tokens_per_s",
+    "aggregate_tokens_per_s",
+    "cost_per_million_tokens",
+    "fits",
+}
+
+
+def test_model_config_with_every_flag_as_json() -> None:
+    """The issue's example: any config.json, a fixed configuration, the numbers as JSON."""
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--model-config", str(CONFIGS / "Qwen__Qwen3-32B.json"),
+            "--instance", "g6e.12xlarge",
+            "--tensor-parallel", "4",
+            "--max-model-len", "32768",
+            "--gpu-memory-utilization", "0.9",
+            "--max-num-seqs", "64",
+            "--max-num-batched-tokens", "4096",
+            "--json",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == "Qwen/Qwen3-32B"  # from the file name
+    assert data["vllm_version"] == "0.33.0"
+    est = data["candidates"][0]
+    assert set(est) >= MUST_SHOW
+    assert est == data["choice"] and est["fits"] is True
+    assert (est["max_num_seqs"], est["max_num_batched_tokens"]) == (64, 4096)
+    assert est["kv_tokens"] > 32768 and est["kv_cache_gib"] > 0
+    assert est["cost_per_million_tokens"] == pytest.approx(
+        est["cost_per_hour"] / (est["aggregate_tokens_per_s"] * 3600) * 1e6, rel=1e-3
+    )
+
+
+def test_model_config_with_an_id_and_the_ray_images_vllm(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text((CONFIGS / "openai__gpt-oss-20b.json").read_text())
+    result = runner.invoke(
+        app,
+        ["plan", "acme/gpt-oss-20b-ft", "--model-config", str(config), "--max-model-len",
+         "20000", "--vllm-version", "0.29.0", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == "acme/gpt-oss-20b-ft"
+    assert data["choice"]["vllm_version"] == "0.29.0"
+
+
+def test_optimize_cost_per_token_picks_the_a10g_for_8b() -> None:
+    result = runner.invoke(app, ["plan", "llama3-8b", "--optimize", "cost-per-token"])
+    assert result.exit_code == 0, result.output
+    assert "Chosen: g5.xlarge with TP 1, the cheapest per token" in result.stdout
+    assert "$/1M tokens" in result.stdout  # the table says how it is ordered
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["plan", "--model-config", "/nonexistent/config.json"],
+            "error: model_config: cannot read",
+        ),
+        (["plan"], "error: model: give MODEL"),
+        (["plan", "llama3-8b", "--optimize", "fast"], "error: optimize: 'fast' is not one of"),
+        (["plan", "llama3-8b", "--max-num-seqs", "0"], "error: max_num_seqs: must be >= 1"),
+        (
+            ["plan", "llama3-8b", "--max-num-batched-tokens", "0"],
+            "error: max_num_batched_tokens: must be >= 1",
+        ),
+        (["plan", "llama3-8b", "--vllm-version", "0.1"], "error: vllm_version: no profile"),
+    ],
+)
+def test_bad_plan_flags_are_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    code, out, err = run_main(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith(expected), err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "error: model_config: "),
+        (
+            '{"architectures": ["LlamaForCausalLM"], "hidden_size": 4096}',
+            "num_hidden_layers is missing",
+        ),
+        ("[1, 2]", "must hold a JSON object"),
+    ],
+)
+def test_bad_model_config_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, expected: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    code, out, err = run_main(capsys, "plan", "acme/x", "--model-config", str(path))
+    assert code == 2 and out == ""
+    assert err.startswith("error: model_config: ") and expected in err, err

@@ -166,6 +166,7 @@ class ControlPlane:
         self.store = store
         self.planner = planner
         self.dispatcher = dispatcher
+        self._core: Any = None  # the target cluster's API client, made on first use
 
     # -- validation ---------------------------------------------------------------
 
@@ -510,6 +511,20 @@ class ControlPlane:
         """An endpoint and its latest operation."""
         ep = self.visible_endpoint(caller, name)
         return ep, self.last_operation(ep)
+
+    def health(self, ep: Endpoint) -> Any:
+        """The endpoint's pods now (:func:`automation.kube.pod_health`), where this
+        server applies endpoints to a cluster it can read; None otherwise."""
+        if self.settings.target is not Target.EXISTING or ep.status is EndpointStatus.DESTROYED:
+            return None
+        namespace = ep.spec.get("namespace")
+        if not namespace or not self.settings.kubeconfig:
+            return None
+        from automation.kube import core_api, pod_health
+
+        if self._core is None:
+            self._core = core_api(self.settings.kubeconfig)
+        return pod_health(self._core, namespace, ep.name)
 
     def operations(self, caller: Principal, name: str) -> list[Operation]:
         """An endpoint's operations, oldest first (its current generation's, for users)."""

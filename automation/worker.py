@@ -29,6 +29,62 @@ from automation.stacks import ApiKey, OperationFailed, StackError, StackService
 from automation.store import CancelReason, Endpoint, EndpointOutputs, OpKind, OpStatus, Store
 from components.config import parse_spec
 
+#: Seconds between two looks at the pods while an ``up`` waits for them.
+WATCH_INTERVAL_S = 5.0
+
+
+class Watcher:
+    """While an ``up`` runs on a cluster: look at the endpoint's pods, and stop
+    the operation (as a cancel would) on a scheduling verdict
+    (:class:`automation.kube.SchedulingWatch`), keeping the reason for its error.
+    """
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Callable[[str], None]) -> None:
+        self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
+        self.verdict: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watch", daemon=True)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        from automation.kube import SchedulingWatch, core_api
+
+        try:
+            watch = SchedulingWatch(core_api(self.kubeconfig), self.namespace, report=self.log)
+        except Exception as e:  # no watch is no reason to fail the operation
+            self.log(f"[watch] cannot read the cluster: {type(e).__name__}: {e}")
+            return
+        errors = 0
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            try:
+                self.verdict = watch.poll()
+                errors = 0
+            except Exception as e:  # a namespace not there yet, a flaky API
+                errors += 1
+                if errors == 3:
+                    self.log(f"[watch] cannot read the pods: {type(e).__name__}")
+                continue
+            if self.verdict is not None:
+                self.log(f"[watch] {self.verdict}; stopping the operation")
+                with contextlib.suppress(OSError):
+                    os.killpg(os.getpgrp(), signal.SIGINT)
+                return
+
+
+def _watcher(spec: Any, log: Callable[[str], None]) -> contextlib.AbstractContextManager[Any]:
+    """A :class:`Watcher` for an endpoint applied to a cluster we can read; else nothing."""
+    kubeconfig = getattr(spec.cluster, "kubeconfig", None)
+    if spec.render_only or not kubeconfig:
+        return contextlib.nullcontext()
+    return Watcher(Path(kubeconfig), spec.resolved_namespace, log)
+
 
 class OpLog:
     """Buffered, scrubbed writer of an operation's log (flushes twice a second)."""
@@ -117,14 +173,20 @@ def run_operation(op_id: str, settings: Settings, *, store: Store | None = None)
         log(f"[{op.kind}] {ep.name} started by {op.requested_by}")
         if op.kind is OpKind.UP:
             api_key = _api_key(settings, ep, spec, scrub, log)
-            result = service.up(
-                spec,
-                work_dir=work_dir,
-                hf_token=token,
-                expires_at=ep.expires_at,
-                api_key=api_key,
-                on_output=log,
-            )
+            with _watcher(spec, log) as watch:
+                try:
+                    result = service.up(
+                        spec,
+                        work_dir=work_dir,
+                        hf_token=token,
+                        expires_at=ep.expires_at,
+                        api_key=api_key,
+                        on_output=log,
+                    )
+                except (OperationFailed, StackError) as e:
+                    if watch is not None and watch.verdict:
+                        raise OperationFailed(watch.verdict) from e
+                    raise
             discard_secret(settings, op.id)
             outputs = _outputs(result.outputs)
         elif op.kind is OpKind.DESTROY:
@@ -149,7 +211,7 @@ def run_operation(op_id: str, settings: Settings, *, store: Store | None = None)
         log.close()
         discard_secret(settings, op.id)
         shutil.rmtree(work_dir, ignore_errors=True)
-    if status is not OpStatus.SUCCEEDED:
+    if status is not OpStatus.SUCCEEDED and not _is_verdict(error):
         reason = store.get_operation(op.id).cancel_reason
         if reason is CancelReason.TIMEOUT:
             status = OpStatus.TIMED_OUT
@@ -161,9 +223,12 @@ def run_operation(op_id: str, settings: Settings, *, store: Store | None = None)
     return status
 
 
-def _api_key(
-    settings: Settings, ep: Endpoint, spec: Any, scrub: Scrubber, log: OpLog
-) -> ApiKey:
+def _is_verdict(error: str | None) -> bool:
+    """The watcher stopped the operation: it failed, it was not cancelled."""
+    return bool(error) and " cannot be scheduled: " in str(error)
+
+
+def _api_key(settings: Settings, ep: Endpoint, spec: Any, scrub: Scrubber, log: OpLog) -> ApiKey:
     """The endpoint's key for this ``up`` (scrubbed from every line from now on).
 
     A render target writes it into its folder only if the operator allows

@@ -125,6 +125,34 @@ class OperationOut(BaseModel):
         )
 
 
+class PodOut(BaseModel):
+    """One of the endpoint's pods."""
+
+    name: str
+    phase: str
+    ready: bool
+    reason: str = Field(default="", description="why it is not ready")
+
+
+class HealthOut(BaseModel):
+    """The endpoint's pods on its cluster, read when the endpoint is shown."""
+
+    serving: bool = Field(description="every pod of the endpoint is Ready")
+    detail: str = Field(description="e.g. '0/1 pods ready; ep-0 is Pending: not scheduled: ...'")
+    pods: list[PodOut] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, health: Any) -> HealthOut:
+        return cls(
+            serving=health.serving,
+            detail=health.detail,
+            pods=[
+                PodOut(name=p.name, phase=p.phase, ready=p.ready, reason=p.reason)
+                for p in health.pods
+            ],
+        )
+
+
 class EndpointOut(BaseModel):
     """An endpoint: where it is, what it serves, what it costs, when it goes."""
 
@@ -141,9 +169,13 @@ class EndpointOut(BaseModel):
     error: str | None = None
     spec: dict[str, Any] = Field(description="the validated spec (never holds secrets)")
     last_operation: OperationOut | None = None
+    health: HealthOut | None = Field(
+        default=None,
+        description="the pods right now (endpoints on a cluster the server reads; not in lists)",
+    )
 
     @classmethod
-    def of(cls, ep: Endpoint, last: Operation | None = None) -> EndpointOut:
+    def of(cls, ep: Endpoint, last: Operation | None = None, health: Any = None) -> EndpointOut:
         return cls(
             name=ep.name,
             owner=ep.owner,
@@ -158,6 +190,7 @@ class EndpointOut(BaseModel):
             error=ep.error,
             spec=ep.spec,
             last_operation=None if last is None else OperationOut.of(last),
+            health=None if health is None else HealthOut.of(health),
         )
 
 

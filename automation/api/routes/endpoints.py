@@ -113,11 +113,15 @@ def list_endpoints(
     "/{name}",
     response_model=EndpointOut,
     summary="Show an endpoint",
-    description="Status, URL, model, instance type, $/h, expiry and the last operation.",
+    description=(
+        "Status, URL, model, instance type, $/h, expiry, the last operation and, on a "
+        "cluster the server reads, the pods right now (`health`: ready, or why not)."
+    ),
     responses={**E401, **E404, **E422},
 )
 def get_endpoint(name: Name, control: Control, caller: Caller) -> EndpointOut:
-    return EndpointOut.of(*control.show(caller, name))
+    ep, last = control.show(caller, name)
+    return EndpointOut.of(ep, last, control.health(ep))
 
 
 @router.delete(

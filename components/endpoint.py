@@ -59,6 +59,7 @@ def _addons_for(spec: EndpointSpec) -> Addons:
     """The add-ons a dedicated cluster needs for this endpoint, and no others."""
     return Addons(
         neuron=spec.resolved_accelerator is Accelerator.NEURON,
+        efa_device_plugin=spec.pool.efa,
         fsx_csi=spec.storage.kind is StorageKind.FSX,
         mountpoint_s3_csi=spec.storage.kind is StorageKind.S3,
         efs_csi=spec.storage.kind is StorageKind.EFS,

@@ -18,7 +18,11 @@ import pulumi_aws as aws
 from components.addons import karpenter, load_balancer_controller
 from components.addons.base import Addon, ClusterContext
 from components.addons.dcgm import DcgmExporter
-from components.addons.device_plugins import NeuronDevicePlugin, NvidiaDevicePlugin
+from components.addons.device_plugins import (
+    EfaDevicePlugin,
+    NeuronDevicePlugin,
+    NvidiaDevicePlugin,
+)
 from components.addons.eks_addons import CSI_DRIVERS, CsiDriver, PodIdentityAgent
 from components.addons.karpenter import Karpenter
 from components.addons.load_balancer_controller import LoadBalancerController
@@ -48,6 +52,7 @@ class Addons:
         karpenter: Karpenter (controller role, interruption queue, rules).
         nvidia_device_plugin: NVIDIA device plugin DaemonSet.
         neuron: Neuron device plugin and scheduler extension.
+        efa_device_plugin: EFA device plugin (pools with EFA interfaces).
         load_balancer_controller: AWS Load Balancer Controller (ALB Ingress).
         fsx_csi: FSx for Lustre CSI driver (EKS add-on).
         mountpoint_s3_csi: Mountpoint for S3 CSI driver (EKS add-on).
@@ -61,6 +66,7 @@ class Addons:
     karpenter: bool | None = None
     nvidia_device_plugin: bool | None = None
     neuron: bool = False
+    efa_device_plugin: bool = False
     load_balancer_controller: bool | None = None
     fsx_csi: bool = False
     mountpoint_s3_csi: bool = False
@@ -144,6 +150,8 @@ def install(
         out.append(NvidiaDevicePlugin(ctx, opts))
     if addons.neuron:
         out.append(NeuronDevicePlugin(ctx, opts))
+    if addons.efa_device_plugin:
+        out.append(EfaDevicePlugin(ctx, opts))
     if addons.leader_worker_set:
         out.append(LeaderWorkerSet(ctx, opts))
     if addons.kuberay:

@@ -96,3 +96,33 @@ class NeuronDevicePlugin(Addon):
             },
         )
         self._done()
+
+
+class EfaDevicePlugin(Addon):
+    """The EFA device plugin DaemonSet (advertises ``vpc.amazonaws.com/efa``).
+
+    The chart selects EFA-capable instance types itself
+    (``supportedInstanceLabels``); it is given the accelerator pools' taints.
+    """
+
+    TYPE = "llm-endpoints:addons:EfaDevicePlugin"
+    SUFFIX = "efa-device-plugin"
+    #: Where the chart's own documentation installs it (and PLATFORM_DAEMONSETS counts it).
+    NAMESPACE = "kube-system"
+
+    def __init__(self, ctx: ClusterContext, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(ctx, opts)
+        self._release(
+            "aws-efa-k8s-device-plugin",
+            _versions.EFA_DEVICE_PLUGIN_CHART,
+            _versions.EFA_DEVICE_PLUGIN_VERSION,
+            self.NAMESPACE,
+            {
+                "tolerations": [
+                    *accelerator_tolerations(Accelerator.NVIDIA),
+                    *accelerator_tolerations(Accelerator.NEURON)[:1],
+                ],
+            },
+            repo=_versions.EFA_DEVICE_PLUGIN_REPO,
+        )
+        self._done()

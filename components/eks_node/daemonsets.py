@@ -155,8 +155,7 @@ PLATFORM_DAEMONSETS: tuple[DaemonSetRequests, ...] = (
         source="aws-neuron/neuron-helm-charts neuron-helm-chart 1.0.0 values.yaml "
         "(newest in the public repository; the pin is 1.3.0)",
     ),
-    # EFA device plugin: 10m/20Mi. (No add-on installs it yet, although the
-    # serving pods of EFA pools request vpc.amazonaws.com/efa.)
+    # EFA device plugin: 10m/20Mi (components/addons/device_plugins.py).
     DaemonSetRequests(
         name="aws-efa-k8s-device-plugin",
         namespace="kube-system",

@@ -42,6 +42,7 @@ ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/ABC"
 OIDC_ARN = f"arn:aws:iam::123456789012:oidc-provider/{ISSUER}"
 ALL_ADDONS = Addons(
     neuron=True,
+    efa_device_plugin=True,
     fsx_csi=True,
     mountpoint_s3_csi=True,
     efs_csi=True,
@@ -444,8 +445,18 @@ def test_all_helm_addons_are_pinned(mocks: RecordingMocks) -> None:
         "plat-lws": (_versions.LWS_CHART, _versions.LWS_VERSION),
         "plat-kuberay": (_versions.KUBERAY_CHART, _versions.KUBERAY_VERSION),
         "plat-dcgm-exporter": (_versions.DCGM_EXPORTER_CHART, _versions.DCGM_EXPORTER_VERSION),
+        "plat-aws-efa-k8s-device-plugin": (
+            _versions.EFA_DEVICE_PLUGIN_CHART,
+            _versions.EFA_DEVICE_PLUGIN_VERSION,
+        ),
     }
     assert {k: (v["chart"], v["version"]) for k, v in rel.items()} == expected
+    # Every extended resource a serving pod requests has a plugin advertising it:
+    # the EFA plugin runs on the (tainted) accelerator nodes too.
+    efa = rel["plat-aws-efa-k8s-device-plugin"]
+    assert efa["namespace"] == "kube-system"
+    tolerated = {t["key"] for t in efa["values"]["tolerations"]}
+    assert {"nvidia.com/gpu", "aws.amazon.com/neuron"} <= tolerated
     for inputs in rel.values():
         assert "latest" not in inputs["version"]
     assert rel["plat-neuron"]["values"]["scheduler"] == {"enabled": True}

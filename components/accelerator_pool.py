@@ -20,6 +20,7 @@ only on, this pool's nodes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -133,6 +134,11 @@ class AcceleratorPoolArgs:
             model; ``336h`` for auto-mode, whose nodes live at most 21 days
             (AWS: EKS Auto Mode node lifecycle), so a bounded value is required.
         ami_alias: EC2NodeClass AMI alias, pinned in ``_versions``.
+        node_class: The NodePool's ``nodeClassRef`` (``group``, ``kind``,
+            ``name``) when the cluster's node class exists already (an existing
+            cluster whose Karpenter has its own, or Karpenter's KWOK provider);
+            None: karpenter makes an EC2NodeClass, auto-mode uses Auto Mode's
+            ``default`` NodeClass.
     """
 
     mode: PoolMode
@@ -155,6 +161,7 @@ class AcceleratorPoolArgs:
     consolidate_after: str = "10m"
     expire_after: str | None = None
     ami_alias: str = _versions.KARPENTER_AMI_ALIAS
+    node_class: Mapping[str, str] | None = None
 
 
 def _instances(args: AcceleratorPoolArgs) -> list[InstanceType]:
@@ -178,6 +185,20 @@ def _instances(args: AcceleratorPoolArgs) -> list[InstanceType]:
         max_nodes=args.max_nodes,
     )
     return out
+
+
+def check_node_class(ref: Mapping[str, str], mode: PoolMode) -> None:
+    """A NodePool's ``nodeClassRef``: exactly group, kind and name, valid names."""
+    if mode not in (PoolMode.KARPENTER, PoolMode.AUTO_MODE):
+        raise ValueError("node_class: applies only to karpenter and auto-mode pools")
+    if set(ref) != {"group", "kind", "name"}:
+        raise ValueError(f"node_class: needs exactly group, kind and name, got {sorted(ref)}")
+    if not rules.DNS1123_SUBDOMAIN_RE.match(ref["group"]) or "." not in ref["group"]:
+        raise ValueError(f"node_class.group: {ref['group']!r} is not an API group")
+    if not re.fullmatch(r"[A-Z][A-Za-z0-9]{0,62}", ref["kind"]):
+        raise ValueError(f"node_class.kind: {ref['kind']!r} is not a kind (e.g. EC2NodeClass)")
+    if not rules.DNS1123_SUBDOMAIN_RE.match(ref["name"]):
+        raise ValueError(f"node_class.name: {ref['name']!r} is not an object name")
 
 
 def _validate(name: str, args: AcceleratorPoolArgs) -> list[InstanceType]:
@@ -230,7 +251,9 @@ def _validate(name: str, args: AcceleratorPoolArgs) -> list[InstanceType]:
             f"expire_after: EKS Auto Mode nodes live at most {AUTO_MODE_MAX_LIFETIME_H}h, "
             f"got {args.expire_after!r}"
         )
-    if args.mode is PoolMode.KARPENTER:
+    if args.node_class is not None:
+        check_node_class(args.node_class, args.mode)
+    if args.mode is PoolMode.KARPENTER and args.node_class is None:
         if args.cluster_name is None:
             raise ValueError(
                 "cluster_name: a karpenter pool selects subnets by the cluster's discovery tag"
@@ -335,10 +358,10 @@ class AcceleratorPool(pulumi.ComponentResource):
         self.node_pool_name = None
         self.node_group_name = None
 
-        if args.mode is PoolMode.KARPENTER:
+        if args.mode is PoolMode.KARPENTER and args.node_class is None:
             node_class = self._ec2_node_class(name, args)
             self._node_pool(name, args, instances, node_class)
-        elif args.mode is PoolMode.AUTO_MODE:
+        elif args.mode in (PoolMode.KARPENTER, PoolMode.AUTO_MODE):
             self._node_pool(name, args, instances, None)
         elif args.mode is PoolMode.MANAGED:
             self._managed(name, args, instances)
@@ -414,10 +437,12 @@ class AcceleratorPool(pulumi.ComponentResource):
         instances: list[InstanceType],
         node_class: k8s.apiextensions.CustomResource | None,
     ) -> None:
-        if node_class is None:
+        deps: list[pulumi.Resource] = []
+        if args.node_class is not None:
+            node_class_ref = dict(args.node_class)
+        elif node_class is None:
             # Auto Mode's built-in NodeClass: its AMIs carry the device plugins.
             node_class_ref = {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"}
-            deps: list[pulumi.Resource] = []
         else:
             node_class_ref = {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name}
             deps = [node_class]

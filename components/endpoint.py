@@ -50,9 +50,7 @@ def pod_security_labels(root: bool) -> dict[str, str]:
     """Pod Security admission labels: ``restricted`` unless some pod needs root
     (then ``baseline``: still no host access, privilege or added capabilities)."""
     level = "baseline" if root else "restricted"
-    return {
-        f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")
-    }
+    return {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")}
 
 
 def _addons_for(spec: EndpointSpec) -> Addons:
@@ -206,6 +204,7 @@ def build_endpoint(
                 efa=pool.efa,
                 efa_devices=instance.efa if pool.efa else 0,
                 instance_types=list(dict.fromkeys(instance_types)),
+                pod_annotations=pool.pod_annotations,
             ),
             tensor_parallel=plan.tensor_parallel,
             pipeline_parallel=plan.pipeline_parallel,

@@ -99,6 +99,8 @@ class Scheduling:
         instance_types: The instance types the pods are pinned to (the planned
             one first); their allocatable sizes the requests. Empty: not pinned,
             and the requests must be given explicitly.
+        pod_annotations: Annotations the pool asks of its pods (Karpenter's
+            ``do-not-disrupt``: a node serving a model is not taken from under it).
     """
 
     node_selector: Mapping[str, str]
@@ -107,6 +109,7 @@ class Scheduling:
     efa: bool = False
     efa_devices: int = 0
     instance_types: Sequence[str] = field(default=())
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -313,8 +316,10 @@ class PodBuilder:
         return {"name": obj_name, "namespace": self.args.namespace, "labels": labels, **extra}
 
     def template_annotations(self, *, scrape: bool = True) -> dict[str, str]:
-        """Pod template annotations: metrics, and the API key version (rolls the pods)."""
+        """Pod template annotations: metrics, the pool's, and the API key version
+        (a new one rolls the pods)."""
         out = scrape_annotations() if scrape else {}
+        out |= self.args.scheduling.pod_annotations
         out[API_KEY_VERSION_ANNOTATION] = str(self.args.api_key_version)
         return out
 

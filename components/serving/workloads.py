@@ -258,7 +258,10 @@ def ray_service(b: PodBuilder) -> str:
                         "object-store-memory": str(RAY_HEAD_OBJECT_STORE_BYTES),
                     },
                     "template": {
-                        "metadata": {"labels": b.labels("ray-head")},
+                        "metadata": {
+                            "labels": b.labels("ray-head"),
+                            "annotations": b.template_annotations(scrape=False),
+                        },
                         "spec": head_spec,
                     },
                 },

@@ -513,3 +513,35 @@ def test_bad_name_fails(mocks: RecordingMocks) -> None:
         AcceleratorPool("Pool_1", karpenter())
     drain()
     assert mocks.resources == []
+
+
+KWOK_CLASS = {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"}
+
+
+def test_a_given_node_class_is_referenced_not_created(mocks: RecordingMocks) -> None:
+    """An existing cluster's Karpenter has its node classes: no EC2NodeClass (nor
+    its role and discovery tags) is needed."""
+    build(karpenter(cluster_name=None, node_role_name=None, node_class=KWOK_CLASS))
+    assert kind(mocks, "NodePool")["spec"]["template"]["spec"]["nodeClassRef"] == KWOK_CLASS
+    assert not mocks.by_type(CR["EC2NodeClass"])
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        ({"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass"}, "node_class"),
+        ({**KWOK_CLASS, "group": "kwok"}, "node_class.group"),
+        ({**KWOK_CLASS, "kind": "kwok-class"}, "node_class.kind"),
+        ({**KWOK_CLASS, "name": "Default!"}, "node_class.name"),
+    ],
+)
+def test_bad_node_class_refs_name_the_field(
+    mocks: RecordingMocks, ref: dict[str, str], field: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        build(karpenter(node_class=ref))
+    assert not mocks.resources
+
+
+def test_karpenter_pools_keep_their_nodes_under_serving_pods(mocks: RecordingMocks) -> None:
+    assert build(karpenter()).pod_annotations == {"karpenter.sh/do-not-disrupt": "true"}

@@ -37,6 +37,9 @@ Environment variables (all optional):
 ``LLM_ENDPOINTS_MAX_BODY_BYTES``   largest request body (default 65536)
 ``LLM_ENDPOINTS_REMOTE_CODE_MODELS`` models whose own code may run (comma-separated)
 ``LLM_ENDPOINTS_RENDER_SECRETS``   ``allow``: the render target may write secrets
+``LLM_ENDPOINTS_HF_ENDPOINT``      Hugging Face Hub (or mirror) that the config.json of a
+                                   model that is not shipped is fetched from
+                                   (default ``https://huggingface.co``)
 ``LLM_ENDPOINTS_SECRETS_DIR``      folder of file-backed settings (see above)
 =================================  ==============================================
 """
@@ -44,6 +47,7 @@ Environment variables (all optional):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import timedelta
@@ -61,7 +65,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from components.rules import parse_ttl
+from components.rules import MODEL_CONFIG_MAX_BYTES, parse_ttl
 
 ENV_PREFIX = "LLM_ENDPOINTS_"
 DEFAULT_BUILDER = "components.endpoint:build_endpoint"
@@ -123,6 +127,10 @@ class Settings(BaseSettings):
             endpoints may set ``vllm.trust_remote_code``; an administrator's choice.
         render_secrets: ``allow`` lets the render target write secrets (the HF
             token, API keys) into its folder in plain text.
+        hf_endpoint: The Hugging Face Hub's base URL (or a mirror of its HTTP
+            API): a create request naming a model that is not shipped, without
+            ``model_config``, has the model's ``config.json`` fetched from it
+            (``automation.hub``).
     """
 
     model_config = SettingsConfigDict(
@@ -161,9 +169,13 @@ class Settings(BaseSettings):
     quota_accelerators: int | None = Field(default=16, ge=0)
     quota_cost_per_hour: float | None = Field(default=100.0, ge=0)
     quota_queued: int | None = Field(default=20, ge=0)
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: An inline model config at its largest, and room for the rest of a spec.
+    max_body_bytes: int = Field(
+        default=MODEL_CONFIG_MAX_BYTES + 64 * 1024, ge=1024, le=16 * 1024 * 1024
+    )
     remote_code_models: str = ""
     render_secrets: Literal["", "allow"] = ""
+    hf_endpoint: str = Field(default="https://huggingface.co", max_length=256)
 
     @classmethod
     def settings_customise_sources(
@@ -186,6 +198,15 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return Path(v).resolve()
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _hf_endpoint(cls, v: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+            raise ValueError(
+                f"hf_endpoint: {v!r} is not an http(s) URL such as https://huggingface.co"
+            )
+        return v.rstrip("/")
 
     @field_validator("default_ttl", "max_ttl")
     @classmethod

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from automation.dispatcher import Dispatcher
+from automation.hub import fetch_config
 from automation.secrets import api_key_for, discard_secret, put_secret
 from automation.settings import Settings, Target
 from automation.store import (
@@ -38,7 +39,8 @@ from automation.store import (
     utcnow,
 )
 from components.config import EndpointSpec, parse_spec
-from components.rules import check_name, parse_ttl
+from components.models import get_model
+from components.rules import check_model_id, check_name, parse_ttl
 
 log = logging.getLogger("llm_endpoints.usecases")
 
@@ -131,6 +133,22 @@ def placement(settings: Settings, name: str) -> dict[str, Any]:
     }
 
 
+def _shipped(model: str) -> bool:
+    """Whether ``model`` is a shipped id or alias (``components.models``)."""
+    try:
+        get_model(model)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_serving(spec: EndpointSpec, planned_instance: str | None = None) -> None:
+    """``components.image_rules.check_serving`` (imported here: it imports Pulumi)."""
+    from components.image_rules import check_serving
+
+    check_serving(spec, planned_instance)
+
+
 def check_ttl(settings: Settings, ttl: str) -> None:
     """Raise ValueError unless ``ttl`` is a valid duration within the server's maximum."""
     if parse_ttl(ttl) > settings.max_ttl_delta:
@@ -170,14 +188,19 @@ class ControlPlane:
 
     # -- validation ---------------------------------------------------------------
 
-    def prepare_spec(self, payload: dict[str, Any]) -> EndpointSpec:
+    def prepare_spec(self, payload: dict[str, Any], *, hf_token: str | None = None) -> EndpointSpec:
         """The validated spec of a create request (without secrets).
 
         ``payload`` may not choose ``cluster`` or ``pool``; a missing ``ttl``
-        gets the server's default.
+        gets the server's default. A model that is not shipped, named without
+        ``model_config``, has its ``config.json`` fetched from the Hub
+        (``settings.hf_endpoint``, with ``hf_token``) into the spec, so the
+        worker and the planner never fetch it. What the spec's pinned serving
+        image cannot run is refused (``components.image_rules``).
 
         Raises:
-            InvalidRequest: ``invalid_spec`` with one line per bad field.
+            InvalidRequest: ``invalid_spec`` with one line per bad field
+                (a config the Hub would not give: ``model: ...``).
         """
         payload = {k: v for k, v in payload.items() if v is not None}
         details = [
@@ -190,11 +213,40 @@ class ControlPlane:
             if isinstance(payload["ttl"], str):
                 check_ttl(self.settings, payload["ttl"])
             name = str(payload.get("name", ""))
-            return parse_spec({**payload, **placement(self.settings, name)})
+            payload = self._with_model_config(payload, hf_token)
+            spec = parse_spec({**payload, **placement(self.settings, name)})
+            _check_serving(spec)
         except ValueError as e:
             raise InvalidRequest(
                 "invalid_spec", "invalid endpoint spec", str(e).splitlines()
             ) from None
+        return spec
+
+    def _with_model_config(self, payload: dict[str, Any], hf_token: str | None) -> dict[str, Any]:
+        """``payload`` with ``model_config`` from the Hub when its model needs one.
+
+        Only a valid ``owner/name`` id (the URL is built from it) that is not
+        shipped, given neither ``model_config`` nor ``custom_model``; anything
+        else is left to the spec's own rules.
+
+        Raises:
+            HubError: the Hub would not give it (a ValueError naming the field).
+        """
+        model = payload.get("model")
+        if (
+            not isinstance(model, str)
+            or payload.get("model_config") is not None
+            or payload.get("custom_model") is not None
+            or _shipped(model)
+        ):
+            return payload
+        try:
+            check_model_id(model)
+        except ValueError:
+            return payload
+        config = fetch_config(model, endpoint=self.settings.hf_endpoint, token=hf_token)
+        log.info("fetched the config.json of %s from %s", model, self.settings.hf_endpoint)
+        return {**payload, "model_config": config}
 
     def plan(self, spec: EndpointSpec) -> EndpointOutputs:
         """Size the spec; the figures fill the record until the stack reports its own.
@@ -319,9 +371,16 @@ class ControlPlane:
             Conflict: the name is taken by a live endpoint.
             IdempotencyMismatch: the key was used for another request.
         """
-        spec = self.prepare_spec(payload)
+        spec = self.prepare_spec(payload, hf_token=hf_token)
         self._check_policy(spec, hf_token)
         hints = self.plan(spec)
+        if spec.instance_type is None and hints.instance_type:
+            try:
+                _check_serving(spec, hints.instance_type)
+            except ValueError as e:
+                raise InvalidRequest(
+                    "invalid_spec", "invalid endpoint spec", str(e).splitlines()
+                ) from None
         now = now or utcnow()
         op_id = str(uuid.uuid4())
         if hf_token:

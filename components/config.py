@@ -25,20 +25,16 @@ from pydantic import (
 )
 
 from components import _versions, rules
-from components.catalog import INSTANCES, Accelerator, DType, get_instance, get_model
+from components.catalog import INSTANCES, Accelerator, get_instance
+from components.model_spec import CustomModel, resolve_model
 from components.pool_rules import check_pool_instances
-from components.rules import (
-    MODEL_ALIAS_RE,
-    NAME_RE,
-    check_model_id,
-    check_name,
-    parse_ttl,
-)
-from components.vllm_flags import MAX_EXTRA_ARGS, parse_extra_args
+from components.rules import NAME_RE, check_model_id, check_name, parse_ttl
+from components.vllm_flags import ALLOWED, MAX_EXTRA_ARGS, parse_extra_args
 
 __all__ = [
     "NAME_RE",
     "Accelerator",
+    "CustomModel",
     "check_model_id",
     "check_name",
     "parse_ttl",
@@ -96,28 +92,10 @@ class ExposureKind(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
-
-
-class CustomModel(_Model):
-    """A model that is not in the catalog, described inline."""
-
-    id: str
-    params: float = Field(gt=0, description="total parameters, e.g. 7.2e9")
-    layers: int = Field(gt=0)
-    hidden_size: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    intermediate_size: int = Field(gt=0)
-    vocab_size: int = Field(gt=0)
-    max_context: int = Field(gt=0)
-    dtype: DType = DType.BF16
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return check_model_id(v)
+    # By alias: ``model_config`` is a field's alias (the attribute name is pydantic's).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_enum_values=False, serialize_by_alias=True
+    )
 
 
 class ClusterSpec(_Model):
@@ -228,12 +206,19 @@ class ExposureSpec(_Model):
         return rules.check_exposure_cidrs(ExposureKind(kind).value, v)
 
 
+_BATCHED = ALLOWED["--max-num-batched-tokens"]
+
+
 class VllmSpec(_Model):
-    """vLLM settings; anything left None is chosen by the planner."""
+    """vLLM settings; anything left None is chosen by the planner (or vLLM)."""
 
     max_model_len: int | None = Field(default=None, gt=0)
     gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
     max_num_seqs: int | None = Field(default=None, gt=0, le=4096)
+    #: Tokens per scheduler step (``--max-num-batched-tokens``); None: vLLM's
+    #: default. The planner sizes with it, and it reaches vLLM as that flag in
+    #: ``extra_args`` (one given there fills this field).
+    max_num_batched_tokens: int | None = Field(default=None, ge=_BATCHED.lo, le=_BATCHED.hi)
     #: Extra flags passed through, e.g. ``--enable-prefix-caching``.
     extra_args: list[str] = Field(default_factory=list, max_length=MAX_EXTRA_ARGS)
     #: Run the model repository's own Python code (``--trust-remote-code``). The
@@ -245,6 +230,36 @@ class VllmSpec(_Model):
     def _args(cls, v: list[str]) -> list[str]:
         return parse_extra_args(v)
 
+    @model_validator(mode="after")
+    def _batched_tokens(self) -> Self:
+        """One value in both places: the field (the planner) and the flag (vLLM)."""
+        flag = _BATCHED.name
+        given = [a.split("=", 1)[1] for a in self.extra_args if a.split("=", 1)[0] == flag]
+        in_args = int(given[0]) if given else None
+        tokens = self.max_num_batched_tokens
+        if tokens is not None and in_args is not None and tokens != in_args:
+            raise ValueError(
+                f"vllm.max_num_batched_tokens: {tokens} differs from {flag}={in_args} in "
+                "vllm.extra_args; set it once"
+            )
+        if tokens is None and in_args is not None:
+            tokens = in_args
+            object.__setattr__(self, "max_num_batched_tokens", tokens)  # frozen: set once here
+        elif tokens is not None and in_args is None:
+            if len(self.extra_args) >= MAX_EXTRA_ARGS:
+                raise ValueError(
+                    f"vllm.extra_args: at most {MAX_EXTRA_ARGS - 1} flags with "
+                    f"vllm.max_num_batched_tokens (it is passed as {flag})"
+                )
+            object.__setattr__(self, "extra_args", [*self.extra_args, f"{flag}={tokens}"])
+        if tokens is not None and self.max_num_seqs is not None and tokens < self.max_num_seqs:
+            # vLLM's SchedulerConfig refuses to start otherwise.
+            raise ValueError(
+                f"vllm.max_num_batched_tokens: {tokens} is less than vllm.max_num_seqs "
+                f"{self.max_num_seqs}; vLLM needs at least one token per sequence of a step"
+            )
+        return self
+
 
 class EndpointRequest(_Model):
     """What a request may set about an endpoint: everything but where it runs.
@@ -255,9 +270,15 @@ class EndpointRequest(_Model):
 
     Attributes:
         name: Endpoint name; names the stack and every object.
-        model: Catalog model id or alias (see ``components.catalog.MODELS``), or a
-            Hugging Face id together with ``custom_model``.
-        custom_model: Architecture facts for a model outside the catalog.
+        model: Catalog model id or alias (see ``components.models.MODELS``), or
+            any Hugging Face id together with ``model_config`` (the control
+            plane fetches that from the Hub when a request gives none).
+        model_config: The model's Hugging Face ``config.json``, inline (bounded
+            by ``rules.MODEL_CONFIG_MAX_BYTES``); it sizes the model instead of
+            the shipped config. (Attribute ``hf_config``: pydantic reserves the
+            name ``model_config``.)
+        custom_model: Architecture facts for a model outside the catalog, the
+            older way (a Llama-style decoder); ``model_config`` supersedes it.
         accelerator: nvidia or neuron; inferred from ``instance_type`` when given.
         instance_type: EC2 instance type; None lets the planner choose.
         tensor_parallel: Devices per model replica per node; None: planner.
@@ -274,6 +295,7 @@ class EndpointRequest(_Model):
 
     name: str = Field(max_length=rules.MAX_STRING_LEN)
     model: str = Field(max_length=rules.MODEL_ID_MAX_LEN)
+    hf_config: dict[str, Any] | None = Field(default=None, alias="model_config")
     custom_model: CustomModel | None = None
     accelerator: Accelerator | None = None
     instance_type: str | None = Field(default=None, max_length=rules.INSTANCE_TYPE_MAX_LEN)
@@ -300,6 +322,11 @@ class EndpointRequest(_Model):
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         return rules.check_user_labels(v)
+
+    @field_validator("hf_config", mode="before")
+    @classmethod
+    def _hf_config(cls, v: object) -> object:
+        return None if v is None else rules.check_model_config(v)
 
     @field_validator("instance_type")
     @classmethod
@@ -338,15 +365,10 @@ class EndpointSpec(EndpointRequest):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if "/" in self.model:
-            check_model_id(self.model)
-        elif not MODEL_ALIAS_RE.fullmatch(self.model):
-            raise ValueError(
-                f"model: {self.model!r} is neither a catalog alias nor a Hugging Face id "
-                "(letters, digits, '_', '.', '-')"
-            )
         if self.custom_model is None:
-            get_model(self.model)
+            resolve_model(self.model, self.hf_config)
+        elif self.hf_config is not None:
+            raise ValueError("model_config: give model_config or custom_model, not both")
         elif self.custom_model.id != self.model:
             raise ValueError(
                 f"custom_model.id {self.custom_model.id!r} must equal model {self.model!r}"

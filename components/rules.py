@@ -15,6 +15,7 @@ resource quantities. AWS rules follow each service's naming rules.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -252,6 +253,53 @@ def check_model_id(value: str, field: str = "model") -> str:
         raise ValueError(
             f"{field}: {value!r} is not a Hugging Face model id of the form owner/name "
             "(letters, digits, '_', '.', '-'; no '--' or '..')"
+        )
+    return value
+
+
+#: An inline ``config.json`` (``model_config``), whether a request, a stack file or
+#: the Hub gave it: at most this many bytes as compact JSON, this deep, and this
+#: many values in all. Real configs are 1-60 KiB and 5 deep (a compressed-tensors
+#: ``ignore`` list is the largest part), so these refuse only what is not a config.
+MODEL_CONFIG_MAX_BYTES = 256 * 1024
+MODEL_CONFIG_MAX_DEPTH = 12
+MODEL_CONFIG_MAX_VALUES = 20_000
+
+
+def check_model_config(value: object, field: str = "model_config") -> dict[str, object]:
+    """A ``config.json`` object within the bounds above (walked without recursion).
+
+    Raises:
+        ValueError: naming the field and the bound, or what is not JSON in it.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{field}: must be a JSON object (the model's config.json), got {type(value).__name__}"
+        )
+    stack: list[tuple[object, int]] = [(value, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MODEL_CONFIG_MAX_VALUES:
+            raise ValueError(f"{field}: more than {MODEL_CONFIG_MAX_VALUES} values in all")
+        if isinstance(node, dict | list) and depth > MODEL_CONFIG_MAX_DEPTH:
+            raise ValueError(f"{field}: nested deeper than {MODEL_CONFIG_MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            if not all(isinstance(k, str) for k in node):
+                raise ValueError(f"{field}: object keys must be strings")
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+        elif not (node is None or isinstance(node, str | int | float | bool)):
+            raise ValueError(f"{field}: holds a {type(node).__name__}, which is not JSON")
+    try:
+        size = len(json.dumps(value, allow_nan=False, separators=(",", ":")).encode())
+    except ValueError:
+        raise ValueError(f"{field}: holds NaN or Infinity, which is not JSON") from None
+    if size > MODEL_CONFIG_MAX_BYTES:
+        raise ValueError(
+            f"{field}: {size} bytes as JSON, more than the {MODEL_CONFIG_MAX_BYTES} allowed"
         )
     return value
 

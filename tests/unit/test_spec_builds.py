@@ -30,6 +30,7 @@ from automation.usecases import ControlPlane, InvalidRequest
 from components.catalog import INSTANCES, MODELS
 from components.config import EndpointSpec, parse_spec
 from components.endpoint import build_endpoint
+from components.models import read_config
 from components.planner import plan_for_spec
 from components.vllm_flags import MANAGED_FLAGS
 from tests.unit.conftest import PLATFORM_STACK_OUTPUTS, RecordingMocks, resolve, settle
@@ -38,6 +39,15 @@ from tests.unit.k8s_validate import validate_recorded
 KUBECONFIG = Path(__file__).resolve().parents[1] / "data" / "kubeconfig.yaml"
 
 MODEL_NAMES = sorted({*MODELS, *(a for m in MODELS.values() for a in m.aliases)})
+#: A model that is not shipped, with its config.json inline (a Qwen3 fine-tune).
+FINETUNE = {
+    "model": "acme/qwen3-0.6b-finetune",
+    "model_config": read_config("Qwen__Qwen3-0.6B.json"),
+}
+MODEL_CHOICES = st.one_of(
+    st.sampled_from(MODEL_NAMES).map(lambda m: {"model": m}),
+    st.just(FINETUNE),
+)
 # Each dimension is mostly valid, so that combinations of valid values are
 # explored; the invalid values are there to be refused.
 NAMES = st.one_of(
@@ -161,6 +171,7 @@ VLLM = st.fixed_dictionaries(
         "max_model_len": st.sampled_from([2048, 8192, 20000]),
         "gpu_memory_utilization": st.sampled_from([0.8, 0.9, 0.95]),
         "max_num_seqs": st.sampled_from([8, 64, 256]),
+        "max_num_batched_tokens": st.sampled_from([16, 2048, 8192]),
         "extra_args": st.one_of(st.just([]), FLAGS),
     },
 )
@@ -175,7 +186,7 @@ REQUESTS = st.builds(
         "labels": labels,
         **({"ttl": ttl} if ttl else {}),
     },
-    st.fixed_dictionaries({"name": NAMES, "model": st.sampled_from(MODEL_NAMES)}),
+    st.builds(lambda name, model: {"name": name, **model}, NAMES, MODEL_CHOICES),
     SERVINGS,
     st.one_of(st.none(), st.sampled_from(sorted(INSTANCES))),
     STORAGES,
@@ -266,7 +277,14 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> dict[Target, ControlPla
         (Target.EKS, {"platform_stack": "org/llm-endpoints/platform"}),
     ):
         root = tmp_path_factory.mktemp(target.value)
-        settings_ = Settings(state_dir=root / "state", target=target, max_ttl="7d", **extra)
+        # A dead loopback Hub: no request here may reach the real one.
+        settings_ = Settings(
+            state_dir=root / "state",
+            target=target,
+            max_ttl="7d",
+            hf_endpoint="http://127.0.0.1:9",
+            **extra,
+        )
         out[target] = ControlPlane(settings_, Store.from_settings(settings_), planner=None)
     return out
 
@@ -330,6 +348,7 @@ SWEEP = [
         *({"storage": s} for s in SWEEP_STORAGE),
         *SERVING_CHOICES,
         *({"exposure": e} for e in SWEEP_EXPOSURE),
+        FINETUNE,
     )
 ]
 

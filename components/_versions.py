@@ -37,8 +37,11 @@ VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
 VLLM_EFA_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}-efa"
 #: Neuron SDK 2.31 is the last release whose vLLM (0.16, Neuron fork) supports
 #: Inferentia2; later Neuron vLLM images support only Trainium 2/3.
+VLLM_NEURON_VERSION = "0.16.0"
+NEURON_SDK_VERSION = "2.31.1"
 VLLM_NEURON_IMAGE = (
-    "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:0.16.0-neuronx-py312-sdk2.31.1-ubuntu24.04"
+    "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:"
+    f"{VLLM_NEURON_VERSION}-neuronx-py312-sdk{NEURON_SDK_VERSION}-ubuntu24.04"
 )
 #: Ray Serve LLM: the newest Ray release ships vLLM 0.29.0 (ray[llm] pins it).
 RAY_VERSION = "2.60.0"
@@ -91,7 +94,7 @@ IMAGES: dict[str, Image] = {
         source="the same Dockerfile, -efa target (publish-release-images.sh)",
     ),
     VLLM_NEURON_IMAGE: Image(
-        "0.16.0", 0, 0, "/root", families=("inf2", "trn1"),
+        VLLM_NEURON_VERSION, 0, 0, "/root", families=("inf2", "trn1"),
         source="aws-neuron deep-learning-containers Dockerfile.neuronx@2.31.1: no USER (root)",
     ),
     RAY_VLLM_IMAGE: Image(
@@ -100,7 +103,7 @@ IMAGES: dict[str, Image] = {
         "python/requirements/llm (ray[llm] 2.60.0 pins vllm 0.29.0)",
     ),
     RAY_VLLM_NEURON_IMAGE: Image(
-        "0.16.0", 0, 0, "/root", families=("inf2", "trn1"),
+        VLLM_NEURON_VERSION, 0, 0, "/root", families=("inf2", "trn1"),
         source="images/ray-neuron/Dockerfile (FROM the Neuron vLLM image, root)",
     ),
     OPEN_WEBUI_IMAGE: Image(

@@ -27,6 +27,7 @@ from components.config import (
     ServingMode,
     StorageKind,
 )
+from components.image_rules import check_serving
 from components.inference_service import (
     InferenceService,
     InferenceServiceArgs,
@@ -101,6 +102,8 @@ def build_endpoint(
         ValueError: a component refused its arguments (naming the field).
     """
     plan = plan_for_spec(spec)
+    # What the pinned images cannot serve fails here too, not only over HTTP.
+    check_serving(spec, plan.instance_type)
     name = spec.name
     namespace = spec.resolved_namespace
     labels = _labels(spec, expires_at)

@@ -29,6 +29,9 @@ ALICE = {"Authorization": "Bearer alice-token-0123456789"}
 BOB = {"Authorization": "Bearer bob-token-0123456789ab"}
 ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
 TOKENS_JSON = json.dumps(TOKENS)
+#: The Hugging Face endpoint of every test server: a closed loopback port, so
+#: no test can reach the real Hub by accident.
+DEAD_HUB = "http://127.0.0.1:9"
 
 MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
 

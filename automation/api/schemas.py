@@ -7,6 +7,8 @@ to the worker's drop-box and dropped from everything else.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -153,6 +155,21 @@ class HealthOut(BaseModel):
         )
 
 
+def shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The recorded spec as responses show it: an inline ``model_config`` (up to
+    256 KiB, on every endpoint of a list) is summarized, not repeated."""
+    config = spec.get("model_config")
+    if not isinstance(config, dict):
+        return spec
+    raw = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    summary = {
+        "architectures": config.get("architectures"),
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    return {**spec, "model_config": summary}
+
+
 class EndpointOut(BaseModel):
     """An endpoint: where it is, what it serves, what it costs, when it goes."""
 
@@ -188,7 +205,7 @@ class EndpointOut(BaseModel):
             updated_at=ep.updated_at,
             expires_at=ep.expires_at,
             error=ep.error,
-            spec=ep.spec,
+            spec=shown_spec(ep.spec),
             last_operation=None if last is None else OperationOut.of(last),
             health=None if health is None else HealthOut.of(health),
         )

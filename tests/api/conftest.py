@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from automation.api.main import create_app
 from automation.settings import Settings
 from automation.store import Store
-from tests.support import ADMIN, ALICE, BOB, TOKENS_JSON, request
+from tests.support import ADMIN, ALICE, BOB, DEAD_HUB, TOKENS_JSON, request
 
 __all__ = ["ADMIN", "ALICE", "BOB", "body"]
 
@@ -36,6 +36,8 @@ def settings(tmp_path: Path) -> Settings:
         max_ttl="2d",
         # The tests send HF tokens to the render target; the operator opted in.
         render_secrets="allow",
+        # Never the real Hub: a closed local port (tests/api/test_hub.py has a stand-in).
+        hf_endpoint=DEAD_HUB,
     )
 
 

@@ -13,7 +13,16 @@ import httpx
 from automation.settings import Settings
 from automation.toolchain import run_pulumi
 from tests.e2e.control_plane_support import BUILDER
-from tests.support import ADMIN, ALICE, BOB, MODEL, TOKENS_JSON, ThreadServer, request
+from tests.support import (
+    ADMIN,
+    ALICE,
+    BOB,
+    DEAD_HUB,
+    MODEL,
+    TOKENS_JSON,
+    ThreadServer,
+    request,
+)
 
 __all__ = ["ADMIN", "ALICE", "BOB", "MODEL", "Server", "make_settings", "request", "wait_op"]
 
@@ -29,6 +38,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "poll_interval_s": 0.1,
         "op_time_limit_s": 120,
         "cancel_grace_s": 5,
+        "hf_endpoint": DEAD_HUB,
     }
     values.update(overrides)
     return Settings(**values)

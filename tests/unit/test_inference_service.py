@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import copy
-import shlex
-import subprocess
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -26,7 +22,6 @@ from components.inference_service import (
     ModelVolume,
     Scheduling,
     flag_to_kwarg,
-    multi_node_args,
     rollout_timeout_s,
     serve_config,
     startup_failure_threshold,

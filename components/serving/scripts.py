@@ -87,13 +87,13 @@ def multi_node_args(vllm: Sequence[str], *, nodes: int, leader: bool) -> list[st
 
 #: nginx in front of Ray Serve (which has no API keys): ``/health`` open for
 #: probes and load balancers, everything else only with the endpoint's key.
-#: nginx's image renders it with envsubst at start, filling only ``${API_KEY}``
-#: and ``${UPSTREAM}`` (its own ``$variables`` are not environment variables).
+#: nginx's image renders it with envsubst at start, filling only ``${API_KEY}``,
+#: ``${UPSTREAM}`` and ``${LISTEN_PORT}`` (its own ``$variables`` are not
+#: environment variables). The key is compared with ``if``: exact and
+#: case-sensitive (a ``map`` matches ignoring case, and a 60-byte key overflows
+#: its default hash bucket); ``default_type`` may not stand inside the ``if``.
+#: tests/kube checks that the real nginx starts on it and enforces the key.
 AUTH_PROXY_TEMPLATE = """\
-map $http_authorization $llm_authorized {
-    "Bearer ${API_KEY}" 1;
-    default 0;
-}
 server {
     listen ${LISTEN_PORT};
     client_max_body_size 16m;
@@ -101,8 +101,8 @@ server {
         proxy_pass http://${UPSTREAM}@RAY_HEALTH_PATH@;
     }
     location / {
-        if ($llm_authorized = 0) {
-            default_type application/json;
+        default_type application/json;
+        if ($http_authorization != "Bearer ${API_KEY}") {
             return 401 '{"error": "a valid API key is required (Authorization: Bearer ...)"}';
         }
         proxy_pass http://${UPSTREAM};

@@ -6,11 +6,24 @@ installed control plane: a silently skipped cluster test would hide exactly the
 breakage it exists to catch. Run them as::
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/pytest tests/kube'
+
+Fixtures: ``kube_cluster`` (the ``Cluster``), ``kube`` (``helpers.Kube``: its
+kubeconfig, an API client and the waits and requests a stack test needs),
+``scratch`` (a namespace and nodes of one test) and ``platform_daemonsets``
+(the platform's DaemonSets for one test).
+
+The session's cluster follows two environment variables (``1`` to turn on):
+``KUBE_SIM_DAEMONSETS`` creates the platform's DaemonSets for the whole
+session, ``KUBE_SIM_AUTO_MODE`` makes it an EKS Auto Mode cluster (every
+Karpenter node also labelled ``eks.amazonaws.com/compute-type: auto``).
+``KUBE_SIM_NGINX`` names the nginx program nginx containers run (else
+``nginx`` on PATH; tests of the auth proxy skip without one).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -18,7 +31,8 @@ from typing import Any
 import pytest
 
 from components import eks_node
-from tests.kube.sim import Cluster, SimError
+from tests.kube.helpers import Kube
+from tests.kube.sim import Cluster, ClusterConfig, SimError
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +48,11 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         else:
             print(message, file=sys.stderr, flush=True)
 
-    cluster = Cluster(log=say)
+    config = ClusterConfig(
+        platform_daemonsets=os.environ.get("KUBE_SIM_DAEMONSETS") == "1",
+        auto_mode=os.environ.get("KUBE_SIM_AUTO_MODE") == "1",
+    )
+    cluster = Cluster(config, log=say)
     error = None
     try:
         cluster.start()
@@ -53,6 +71,29 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         say(f"[kube-sim] tests failed; logs kept in {cluster.workdir / 'logs'}")
     else:
         cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def kube(kube_cluster: Cluster) -> Kube:
+    """The session's cluster for a stack test: kubeconfig, API client, waits, requests."""
+    return Kube(kube_cluster)
+
+
+@pytest.fixture
+def platform_daemonsets(kube_cluster: Cluster) -> Iterator[list[dict[str, Any]]]:
+    """The platform's DaemonSets (``eks_node.PLATFORM_DAEMONSETS``) for one test.
+
+    Created before the test (their pods Ready on every node they land on,
+    including nodes the test adds later) and deleted after it. For a whole
+    session, start the cluster with ``ClusterConfig(platform_daemonsets=True)``.
+    """
+    if kube_cluster.config.platform_daemonsets:
+        # The session has them already (KUBE_SIM_DAEMONSETS): leave them be.
+        yield kube_cluster.install_platform_daemonsets()
+        return
+    created = kube_cluster.install_platform_daemonsets()
+    yield created
+    kube_cluster.remove_platform_daemonsets()
 
 
 _serial = itertools.count(1)
@@ -75,7 +116,7 @@ class Scratch:
 
     def __init__(self, cluster: Cluster, name: str) -> None:
         self.cluster = cluster
-        self.id = f"t{next(_serial)}-{name}"[:40].rstrip("-").lower().replace("_", "-")
+        self.id = f"t{next(_serial)}-{name}".lower().replace("_", "-")[:40].rstrip("-")
         self.namespace = self.id
         self.nodes: list[str] = []
         cluster.create_namespace(self.namespace)
@@ -113,6 +154,37 @@ class Scratch:
             taints=[{"key": self.KEY, "value": self.id, "effect": "NoSchedule"}],
             **kwargs,
         )
+
+    def managed_node_group(
+        self, instance_type: str, count: int, *, suffix: str = "-mng", **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        """Nodes of a managed node group (``Cluster.add_managed_node_group``) of this test.
+
+        Named and labelled for this test, so they are deleted with it; not
+        tainted for it: the pool's own taint keeps other pods off.
+        """
+        group = f"{self.id}{suffix}"
+        nodes = self.cluster.add_managed_node_group(
+            group,
+            instance_type,
+            count,
+            labels={self.KEY: self.id, **kwargs.pop("labels", {})},
+            **kwargs,
+        )
+        self.nodes += [n["metadata"]["name"] for n in nodes]
+        return nodes
+
+    def system_nodes(self, count: int = 1, **kwargs: Any) -> list[dict[str, Any]]:
+        """CPU system nodes (``Cluster.add_system_nodes``) of this test, tainted for it."""
+        nodes = self.cluster.add_system_nodes(
+            count,
+            nodegroup=f"{self.id}-system",
+            labels={self.KEY: self.id, **kwargs.pop("labels", {})},
+            taints=[{"key": self.KEY, "value": self.id, "effect": "NoSchedule"}],
+            **kwargs,
+        )
+        self.nodes += [n["metadata"]["name"] for n in nodes]
+        return nodes
 
     def pod_spec(self, containers: list[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
         """A pod spec pinned to this test's nodes."""

@@ -4,12 +4,19 @@ Real kube-apiserver, etcd, kube-controller-manager and kube-scheduler, kwok for
 the nodes' and pods' lifecycle (no kubelet), and the controllers the platform
 installs: the KubeRay operator, the LeaderWorkerSet controller (its webhook on
 127.0.0.1 with a certificate made here) and Karpenter with its KWOK cloud
-provider, whose instance types come from ``components.eks_node``. Everything is
-built by ``scripts/install-kube-sim`` (see shared K8S_SIM.md for the recipe).
+provider, whose instance types come from ``components.eks_node`` (with the
+Auto Mode labels of ``nodes.py``). Everything is built by
+``scripts/install-kube-sim`` (see shared K8S_SIM.md for the recipe).
 
-It runs only inside a loopback-only network namespace, so that the fake pod
-IPs kwok hands out and the controllers' dials (KubeRay polls the Ray
-dashboard) fail at once instead of leaving the machine::
+What runs in the pods is faked by ``serving.py`` (vLLM's OpenAI server, the
+Ray dashboard and Serve proxy, Open WebUI), listening on the pods' own IPs:
+the pod range is routed to ``lo`` in the network namespace, so the API
+server's service proxy, EndpointSlices and KubeRay (through the proxy) reach
+them as they would reach the containers.
+
+It runs only inside a loopback-only network namespace, so that nothing the
+controllers dial can leave the machine, and so that the harness may route the
+pod range to ``lo`` there::
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/pytest tests/kube'
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m tests.kube.sim up'
@@ -43,7 +50,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +57,30 @@ import yaml
 
 from components import eks_node
 from components.catalog import INSTANCES, Accelerator, InstanceType, get_instance
+from tests.kube import nodes, serving
+from tests.kube.api import (
+    Api,
+    ApiError,
+    Response,
+    SimError,
+    _Cert,
+    parse_quantity,
+    quantities_equal,
+    wait_for,
+)
+
+__all__ = [
+    "Api",
+    "ApiError",
+    "Cluster",
+    "ClusterConfig",
+    "Response",
+    "SimError",
+    "karpenter_instance_types",
+    "parse_quantity",
+    "quantities_equal",
+    "wait_for",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "tests" / "data" / "crds"
@@ -65,10 +95,15 @@ NETNS_COMMAND = "unshare -n sh -c 'ip link set lo up && exec .venv/bin/pytest te
 # the module cache (KWOKNodeClass, LWS's DisaggregatedSet).
 CRD_FOLDERS = ("kuberay-v", "lws-v", "karpenter-v")
 
-# Cluster addressing. The service range is what EKS uses by default; kwok hands
-# out pod IPs from its own range. Neither is reachable: the namespace has only lo.
+# Cluster addressing. The service range is what EKS uses by default (no
+# kube-proxy: ClusterIPs lead nowhere). kwok hands out pod IPs from POD_CIDR,
+# starting after its address; the harness makes the whole range local on lo in
+# its network namespace so the fake servers can listen on the pods' IPs. Not
+# 127.0.0.0/8: EndpointSlices refuse loopback addresses (ValidateEndpointIP,
+# k8s pkg/apis/core/validation), so Services would have no endpoints.
 SERVICE_CIDR = "10.100.0.0/16"
 POD_CIDR = "10.244.0.1/16"
+POD_NETWORK = "10.244.0.0/16"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 ADMISSION_PLUGINS = (
     "NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,DefaultTolerationSeconds,"
@@ -91,10 +126,6 @@ _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoad
 STOP_GRACE_S = 3.0
 
 STATE_FILE = Path(tempfile.gettempdir()) / "llm-endpoints-kube-sim.json"
-
-
-class SimError(RuntimeError):
-    """The local control plane could not be set up or did not do what was asked."""
 
 
 def _log_stderr(message: str) -> None:
@@ -129,6 +160,34 @@ def check_network_namespace() -> None:
             f"loopback is down in this network namespace ({e}); bring it up first:\n"
             f"    {NETNS_COMMAND}"
         ) from None
+
+
+def route_pod_network(network: str = POD_NETWORK) -> None:
+    """Make every address of the pod range local on ``lo`` (in this network namespace).
+
+    A ``local`` route, as the kernel has for 127.0.0.0/8: any address in it can
+    be bound and connected to, so a fake server can listen on a pod's IP and
+    the API server's proxy can dial it. Only called after
+    ``check_network_namespace``: the route lives and dies with the harness's
+    own namespace.
+
+    Raises:
+        SimError: when the route cannot be added (naming the ip command's error).
+    """
+    ip = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if ip is None:
+        raise SimError("the ip command (iproute2) is missing; it routes the pod range to lo")
+    proc = subprocess.run(
+        [ip, "route", "replace", "local", network, "dev", "lo", "table", "local"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SimError(
+            f"could not route the pod range {network} to lo ({proc.stderr.strip()}); "
+            "the harness needs CAP_NET_ADMIN in its network namespace (run it as root "
+            f"inside unshare -n):\n    {NETNS_COMMAND}"
+        )
 
 
 def toolchain_dir() -> Path:
@@ -172,12 +231,6 @@ def _openssl(*args: str, cwd: Path) -> None:
     proc = subprocess.run([OPENSSL, *args], cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SimError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
-
-
-@dataclass(frozen=True)
-class _Cert:
-    cert: Path
-    key: Path
 
 
 class _Pki:
@@ -260,175 +313,6 @@ def write_kubeconfig(path: Path, server: str, ca: Path, cert: _Cert, user: str) 
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-# --------------------------------------------------------------------------- API client
-
-
-class ApiError(SimError):
-    """The API server answered with an error status.
-
-    Attributes:
-        status: HTTP status.
-        body: The decoded Status object (or ``{"message": text}``).
-    """
-
-    def __init__(self, method: str, path: str, status: int, body: dict[str, Any]) -> None:
-        self.status = status
-        self.body = body
-        super().__init__(f"{method} {path}: {status} {body.get('message', body)}")
-
-
-@dataclass(frozen=True)
-class _Resource:
-    plural: str
-    namespaced: bool
-    group_version: str
-
-
-class Api:
-    """A small client of the API server: JSON over HTTPS with a client certificate."""
-
-    def __init__(self, host: str, port: int, ca: Path, cert: _Cert) -> None:
-        self.host, self.port = host, port
-        self._ctx = ssl.create_default_context(cafile=str(ca))
-        self._ctx.load_cert_chain(str(cert.cert), str(cert.key))
-        self._resources: dict[tuple[str, str], _Resource] = {}
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        content_type: str = "application/json",
-        timeout: float = 30.0,
-    ) -> Any:
-        """Send one request; return the decoded JSON answer.
-
-        Raises:
-            ApiError: for an error status.
-        """
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=timeout)
-        try:
-            data = (
-                None
-                if body is None
-                else (body if isinstance(body, bytes) else json.dumps(body).encode())
-            )
-            headers = {"Accept": "application/json"}
-            if data is not None:
-                headers["Content-Type"] = content_type
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        try:
-            decoded = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            decoded = {"message": raw.decode(errors="replace")}
-        if resp.status >= 400:
-            raise ApiError(method, path, resp.status, decoded if isinstance(decoded, dict) else {})
-        return decoded
-
-    def resource(self, api_version: str, kind: str) -> _Resource:
-        """Look a kind up by discovery (cached; refreshed when a kind is new)."""
-        key = (api_version, kind)
-        if key not in self._resources:
-            base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-            for r in self.request("GET", base)["resources"]:
-                if "/" not in r["name"]:
-                    self._resources[(api_version, r["kind"])] = _Resource(
-                        r["name"], r["namespaced"], api_version
-                    )
-        if key not in self._resources:
-            raise SimError(f"the API server serves no kind {kind!r} in {api_version!r}")
-        return self._resources[key]
-
-    def path(
-        self, api_version: str, kind: str, namespace: str | None = None, name: str = ""
-    ) -> str:
-        """The REST path of a kind, optionally of one named object."""
-        r = self.resource(api_version, kind)
-        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        if r.namespaced:
-            if not namespace:
-                raise SimError(f"{kind} is namespaced: give a namespace")
-            base += f"/namespaces/{namespace}"
-        return f"{base}/{r.plural}" + (f"/{name}" if name else "")
-
-    def apply(self, obj: Mapping[str, Any], *, manager: str = "kube-sim") -> Any:
-        """Server-side apply an object (created or updated, conflicts forced)."""
-        meta = obj["metadata"]
-        path = self.path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        query = urllib.parse.urlencode({"fieldManager": manager, "force": "true"})
-        return self.request(
-            "PATCH", f"{path}?{query}", obj, content_type="application/apply-patch+yaml"
-        )
-
-    def create(self, obj: Mapping[str, Any]) -> Any:
-        """Create an object (POST); fails if it exists."""
-        meta = obj["metadata"]
-        return self.request(
-            "POST", self.path(obj["apiVersion"], obj["kind"], meta.get("namespace")), obj
-        )
-
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
-        """Read one object."""
-        return self.request("GET", self.path(api_version, kind, namespace, name))
-
-    def list_objects(
-        self, api_version: str, kind: str, namespace: str | None = None, *, selector: str = ""
-    ) -> list[Any]:
-        """List objects (of one namespace, or cluster-wide for cluster-scoped kinds)."""
-        r = self.resource(api_version, kind)
-        if r.namespaced and namespace is None:
-            base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-            path = f"{base}/{r.plural}"
-        else:
-            path = self.path(api_version, kind, namespace)
-        if selector:
-            path += "?" + urllib.parse.urlencode({"labelSelector": selector})
-        return [dict(i) for i in self.request("GET", path)["items"]]
-
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
-        """Delete one object (background propagation); absent is fine."""
-        with contextlib.suppress(ApiError):
-            self.request(
-                "DELETE",
-                self.path(api_version, kind, namespace, name),
-                {"propagationPolicy": "Background"},
-            )
-
-    def events(self, namespace: str, name: str) -> list[str]:
-        """The messages of the events about one object, oldest first."""
-        items = self.list_objects("v1", "Event", namespace)
-        items = [e for e in items if e["involvedObject"].get("name") == name]
-        items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-        return [f"{e.get('reason')}: {e.get('message')}" for e in items]
-
-
-def wait_for(
-    what: str, check: Callable[[], Any], *, timeout: float = 120.0, interval: float = 0.2
-) -> Any:
-    """Poll ``check`` until it returns something truthy; return that.
-
-    Raises:
-        SimError: naming ``what`` and the last exception or value seen.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except (SimError, OSError) as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise SimError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- components
@@ -556,6 +440,18 @@ class ClusterConfig:
             instance types (and so its nodes) carry their extended resources.
         capacity_types: Purchase options Karpenter's instance types offer.
         workdir: Where certificates, data and logs go; a fresh temp dir if None.
+        serve_pods: Run the fake container processes of ``serving.py`` on the
+            pods' IPs (vLLM, Ray dashboard and Serve proxy, Open WebUI).
+        auto_mode: The cluster is an EKS Auto Mode cluster: every node
+            Karpenter launches also carries ``eks.amazonaws.com/compute-type:
+            auto``. (The ``eks.amazonaws.com/instance-*`` labels are on every
+            Auto Mode-capable type's offerings either way, so an Auto Mode
+            NodePool provisions in any session.)
+        platform_daemonsets: Create ``eks_node.PLATFORM_DAEMONSETS`` as real
+            DaemonSets at start (the ``platform_daemonsets`` fixture does it
+            for one test instead).
+        karpenter_log_level: Karpenter's LOG_LEVEL (``debug`` explains its
+            scheduling decisions at length).
     """
 
     region: str = "us-east-1"
@@ -566,6 +462,10 @@ class ClusterConfig:
         eks_node.CapacityType.SPOT,
     )
     workdir: Path | None = None
+    serve_pods: bool = True
+    auto_mode: bool = False
+    platform_daemonsets: bool = False
+    karpenter_log_level: str = "info"
 
 
 def karpenter_instance_types(config: ClusterConfig) -> list[dict[str, Any]]:
@@ -575,10 +475,14 @@ def karpenter_instance_types(config: ClusterConfig) -> list[dict[str, Any]]:
     (Karpenter's estimate of an AL2023 node it launches) plus the KWOK
     provider's fixed overhead, so that the nodes it creates report exactly the
     EKS allocatable. Every offering also carries the ``karpenter.k8s.aws/*``
-    labels and the region as single-value requirements: the provider then
-    treats them as well known and puts them on its nodes, so NodePools that
-    select on them behave as on EKS. Spot offerings carry the on-demand price
-    (the catalog has no spot prices).
+    labels, the ``eks.amazonaws.com/instance-*`` labels of EKS Auto Mode (for
+    the types Auto Mode offers; ``nodes.auto_mode_instance_labels``) and the
+    region as single-value requirements: the provider then treats them as well
+    known and puts them on its nodes, so NodePools that select on them behave
+    as on EKS. (So a Karpenter node here also carries the Auto Mode labels,
+    which a real one would not; ``eks.amazonaws.com/compute-type: auto`` only
+    with ``config.auto_mode``.) Spot offerings carry the on-demand price (the
+    catalog has no spot prices).
 
     Args:
         config: Zones, capacity types and installed device plugins.
@@ -600,6 +504,11 @@ def karpenter_instance_types(config: ClusterConfig) -> list[dict[str, Any]]:
             **{k: str(v) for k, v in alloc.extended.items()},
         }
         labels = eks_node.karpenter_instance_labels(inst)
+        auto = nodes.auto_mode_instance_labels(inst)
+        labels.update(auto)
+        if auto and config.auto_mode:
+            key, value = nodes.AUTO_MODE_COMPUTE_TYPE
+            labels[key] = value
         labels["topology.kubernetes.io/region"] = config.region
         if inst.accelerator is Accelerator.NVIDIA:
             labels["nvidia.com/gpu.present"] = "true"
@@ -638,6 +547,8 @@ class Cluster:
         kubeconfig: The admin kubeconfig (``system:masters``), fresh per cluster.
         api: A client of the API server as admin.
         timings: Seconds from start until each component was ready.
+        pod_servers: The fake container processes (``serving.py``), or None
+            when ``config.serve_pods`` is off.
     """
 
     def __init__(
@@ -657,6 +568,7 @@ class Cluster:
         self.api: Api
         self._apiserver_port = 0
         self._etcd_port = 0
+        self.pod_servers: serving.PodServers | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -682,6 +594,8 @@ class Cluster:
         """
         self._t0 = time.monotonic()
         check_network_namespace()
+        if self.config.serve_pods:
+            route_pod_network()
         root = toolchain_dir()
         self._bin, self._share = root / "bin", root / "share"
         self._progress(f"starting in {self.workdir} (binaries from {root})")
@@ -718,11 +632,22 @@ class Cluster:
             self._add("lws-controller", self._lws),
             self._add("karpenter-kwok", self._karpenter),
         ]
+        if self.config.serve_pods:
+            self.pod_servers = serving.PodServers(
+                self.api, self.workdir / "logs" / "pods.log", share=self._share
+            )
+            self.pod_servers.start()
         self._wait(core + controllers)
         # Pods wait for their namespace's `default` ServiceAccount, which the
         # controller-manager's serviceaccount controller creates.
         self.wait_for_default_service_account("default")
         self._mark("default ServiceAccount (serviceaccount controller)")
+        if self.pod_servers is not None:
+            servers = self.pod_servers
+            wait_for("the fake pod servers to list the pods", servers.synced.is_set, timeout=30)
+        if self.config.platform_daemonsets:
+            self.install_platform_daemonsets()
+            self._mark("platform DaemonSets")
 
     def stop(self) -> None:
         """Stop what this cluster started: SIGTERM, then SIGKILL after a short grace.
@@ -733,6 +658,9 @@ class Cluster:
         together both sat out the whole grace. Only the process groups started
         here are signalled.
         """
+        if self.pod_servers is not None:
+            self.pod_servers.stop()
+            self.pod_servers = None
         running = [c for c in self._components if c.popen and c.popen.poll() is None]
         first = [c for c in running if c.name != "etcd"]
         last = [c for c in running if c.name == "etcd"]
@@ -1045,6 +973,10 @@ class Cluster:
             f"--health-probe-bind-address=127.0.0.1:{port}",
             "--enable-leader-election=false",
             "--log-stdout-encoder=console",
+            # Reach the Ray dashboard and Serve proxy through the API server's
+            # services/pods proxy: without it KubeRay dials the head Service by
+            # its cluster DNS name, and there is no cluster DNS here.
+            "--use-kubernetes-proxy",
         ]
         env = self._env(KUBECONFIG=str(self._kubeconfigs["kuberay"]))
         return _Launch(
@@ -1112,7 +1044,7 @@ class Cluster:
             METRICS_PORT=str(metrics),
             HEALTH_PROBE_PORT=str(health),
             INSTANCE_TYPES_FILE_PATH=str(types),
-            LOG_LEVEL="info",
+            LOG_LEVEL=self.config.karpenter_log_level,
         )
         return _Launch(
             [self._exe("karpenter-kwok")],
@@ -1275,21 +1207,52 @@ class Cluster:
             capacity_type=capacity_type,
             nodegroup=nodegroup,
         )
-        node_labels["kubernetes.io/hostname"] = name
         node_labels.update(labels or {})
+        return self.add_node_object(
+            name,
+            labels=node_labels,
+            taints=taints,
+            capacity=shape.capacity.quantities(),
+            allocatable=shape.allocatable.quantities(),
+            wait_ready=wait_ready,
+        )
+
+    def add_node_object(
+        self,
+        name: str,
+        *,
+        labels: Mapping[str, str],
+        taints: Sequence[Mapping[str, str]],
+        capacity: Mapping[str, str],
+        allocatable: Mapping[str, str],
+        wait_ready: bool = True,
+    ) -> dict[str, Any]:
+        """Create a kwok-managed Node with exactly these labels, taints and resources.
+
+        Args:
+            name: Node name (also its ``kubernetes.io/hostname`` label).
+            labels: Every label but the hostname.
+            taints: Taints, as in a Node's ``spec.taints``.
+            capacity: ``status.capacity``.
+            allocatable: ``status.allocatable``.
+            wait_ready: Wait for kwok to report the node Ready.
+
+        Returns:
+            The node as the API server returned it.
+        """
         version = f"v{_shared_version('KUBE_SIM_KUBERNETES_VERSION')}"
         node = {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {
                 "name": name,
-                "labels": node_labels,
+                "labels": {**dict(labels), "kubernetes.io/hostname": name},
                 "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
             },
             "spec": {"taints": [dict(t) for t in taints]},
             "status": {
-                "capacity": shape.capacity.quantities(),
-                "allocatable": shape.allocatable.quantities(),
+                "capacity": dict(capacity),
+                "allocatable": dict(allocatable),
                 "nodeInfo": {
                     "architecture": "amd64",
                     "operatingSystem": "linux",
@@ -1307,14 +1270,258 @@ class Cluster:
         created = self.api.create(node)
         if not wait_ready:
             return dict(created)
-        return dict(wait_for(f"node {name} Ready", lambda: self._ready_node(name), timeout=60))
+        return dict(
+            wait_for(
+                f"node {name} Ready and without the not-ready taint",
+                lambda: self._ready_node(name),
+                timeout=60,
+            )
+        )
 
     def _ready_node(self, name: str) -> dict[str, Any] | None:
+        # Ready, and schedulable: the node lifecycle controller removes the
+        # node.kubernetes.io/not-ready taint a moment after kwok reports Ready,
+        # and until then the scheduler answers "untolerated taint(s)".
         node = self.api.get("v1", "Node", name)
         conds = node.get("status", {}).get("conditions") or []
+        taints = node.get("spec", {}).get("taints") or []
+        if any(t["key"] == "node.kubernetes.io/not-ready" for t in taints):
+            return None
         if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
             return dict(node)
         return None
+
+    def add_managed_node_group(
+        self,
+        nodegroup: str,
+        instance_type: str,
+        count: int,
+        *,
+        pool: str | None = None,
+        capacity_type: eks_node.CapacityType = eks_node.CapacityType.ON_DEMAND,
+        plugins: Iterable[eks_node.DevicePlugin] = frozenset(eks_node.DevicePlugin),
+        zone: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        taint_key: str | None = None,
+        extra_taints: Sequence[Mapping[str, str]] = (),
+        name_prefix: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create the nodes of an EKS managed node group made by ``AcceleratorPool``.
+
+        Each node is shaped by ``eks_node`` for a managed group (max pods
+        capped at 110/250), labelled as EKS labels a managed group's nodes
+        (``eks.amazonaws.com/nodegroup``, ``eks.amazonaws.com/capacityType``) and
+        as the pool labels and taints them (``llm-endpoints/pool``,
+        ``llm-endpoints/accelerator``, ``<accelerator taint>=true:NoSchedule``;
+        ``nodes.accelerator_pool_marks``), with the extended resources of the
+        installed device plugins (a p4d.24xlarge with nvidia and efa: 8
+        ``nvidia.com/gpu``, 4 ``vpc.amazonaws.com/efa``). All in one zone, as
+        the project's managed groups are (one subnet).
+
+        Args:
+            nodegroup: The node group's name.
+            instance_type: Catalog instance type.
+            count: Nodes (the group's fixed size).
+            pool: The pool name of the label; the node group's name if None.
+            capacity_type: ON_DEMAND or SPOT.
+            plugins: Device plugins installed (decide the extended resources).
+            zone: Their zone; the config's first if None.
+            labels: The pool's extra labels.
+            taint_key: The pool's taint key; the accelerator's default if None.
+            extra_taints: More taints (e.g. a test's isolation taint).
+            name_prefix: Node names are ``<prefix>-<i>``; the node group's name if None.
+
+        Returns:
+            The nodes, Ready.
+        """
+        inst = get_instance(instance_type)
+        marks = nodes.accelerator_pool_marks(
+            pool or nodegroup, inst.accelerator, labels=labels, taint_key=taint_key
+        )
+        prefix = name_prefix or nodegroup
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool_:
+            futures = [
+                pool_.submit(
+                    self.add_node,
+                    inst,
+                    name=f"{prefix}-{i}",
+                    provisioner=eks_node.Provisioner.MANAGED_NODE_GROUP,
+                    capacity_type=capacity_type,
+                    plugins=plugins,
+                    zone=zone,
+                    nodegroup=nodegroup,
+                    labels=marks.labels,
+                    taints=[*marks.taints, *extra_taints],
+                )
+                for i in range(count)
+            ]
+            return [f.result() for f in futures]
+
+    def add_system_nodes(
+        self,
+        count: int = 2,
+        *,
+        nodegroup: str = "system",
+        instance: nodes.CpuInstance = nodes.M6I_LARGE,
+        zone: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        taints: Sequence[Mapping[str, str]] = (),
+        name_prefix: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create the platform's CPU system nodes (``components.cluster``'s system node group).
+
+        m6i.large in a managed node group labelled ``llm-endpoints/role:
+        system``, untainted (add-on controllers, the Ray head and Open WebUI
+        run there), shaped by ``nodes.cpu_node_shape``.
+
+        Args:
+            count: Nodes (the cluster's ``system_nodes``, 2 by default).
+            nodegroup: The node group's name.
+            instance: The CPU instance type.
+            zone: Their zone; the config's first if None.
+            labels: Extra labels.
+            taints: Taints (none on the platform's).
+            name_prefix: Node names are ``<prefix>-<i>``; the node group's name if None.
+
+        Returns:
+            The nodes, Ready.
+        """
+        shape = nodes.cpu_node_shape(instance)
+        key, value = nodes.SYSTEM_LABEL
+        node_labels = {
+            **nodes.cpu_node_labels(
+                instance,
+                zone=zone or self.config.zones[0],
+                region=self.config.region,
+                nodegroup=nodegroup,
+            ),
+            key: value,
+            **dict(labels or {}),
+        }
+        prefix = name_prefix or nodegroup
+        return [
+            self.add_node_object(
+                f"{prefix}-{i}",
+                labels=node_labels,
+                taints=taints,
+                capacity=shape.capacity.quantities(),
+                allocatable=shape.allocatable.quantities(),
+            )
+            for i in range(count)
+        ]
+
+    def install_platform_daemonsets(
+        self,
+        plugins: Iterable[eks_node.DevicePlugin] | None = None,
+        *,
+        timeout: float = 90.0,
+    ) -> list[dict[str, Any]]:
+        """Create ``eks_node.PLATFORM_DAEMONSETS`` as DaemonSets and wait until they run.
+
+        See ``nodes.platform_daemonset_manifests``. Their pods then take their
+        requests on every node they land on, as on EKS.
+
+        Args:
+            plugins: Device plugins installed; the config's ``karpenter_plugins`` if None.
+            timeout: Seconds to wait until every DaemonSet's pods are Ready.
+
+        Returns:
+            The DaemonSets as created.
+        """
+        manifests = nodes.platform_daemonset_manifests(
+            plugins=self.config.karpenter_plugins if plugins is None else plugins
+        )
+        for ns in nodes.daemonset_namespaces(manifests):
+            if self.api.get_or_none("v1", "Namespace", ns) is None:
+                self.create_namespace(ns)
+        created = [self.api.apply(m) for m in manifests]
+
+        def all_ready() -> bool:
+            for m in manifests:
+                meta = m["metadata"]
+                ds = self.api.get("apps/v1", "DaemonSet", meta["name"], meta["namespace"])
+                st = ds.get("status") or {}
+                if st.get("observedGeneration", 0) < ds["metadata"]["generation"]:
+                    return False
+                if st.get("numberReady", 0) != st.get("desiredNumberScheduled", -1):
+                    return False
+            return True
+
+        wait_for("the platform DaemonSets' pods to be Ready", all_ready, timeout=timeout)
+        return created
+
+    def remove_platform_daemonsets(self, *, timeout: float = 60.0) -> None:
+        """Delete the DaemonSets ``install_platform_daemonsets`` made, and wait for their pods."""
+        key, value = nodes.PLATFORM_DAEMONSET_LABEL
+        selector = f"{key}={value}"
+        for ds in self.api.list_objects("apps/v1", "DaemonSet", None, selector=selector):
+            meta = ds["metadata"]
+            self.api.delete("apps/v1", "DaemonSet", meta["name"], meta["namespace"])
+        wait_for(
+            "the platform DaemonSets' pods to be gone",
+            lambda: not self.api.list_objects("v1", "Pod", None, selector=selector),
+            timeout=timeout,
+        )
+
+    # -- diagnostics -----------------------------------------------------------------
+
+    def log_tail(self, component: str, lines: int = 40, grep: str = "") -> str:
+        """The last lines of one component's log (of its current attempt).
+
+        Args:
+            component: e.g. ``karpenter-kwok``, ``kube-scheduler``, ``kwok``,
+                ``kuberay-operator``, ``pods`` (the fake pod servers).
+            lines: How many.
+            grep: Keep only lines containing this (case-insensitive).
+        """
+        log = self.workdir / "logs" / f"{component}.log"
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            return f"    ({log}: no log)"
+        kept = text.rsplit("--- attempt ", 1)[-1].splitlines()
+        if grep:
+            kept = [line for line in kept if grep.lower() in line.lower()]
+        return "\n".join("    " + line[:400] for line in kept[-lines:]) or "    (empty)"
+
+    def karpenter_report(self, nodepool: str | None = None) -> str:
+        """What Karpenter was doing: NodePools, NodeClaims with conditions, nodes, its log.
+
+        Meant for timeouts waiting on Karpenter: a NodeClaim stuck before
+        ``Registered`` (the KWOK provider creates the Node in a goroutine with
+        four quick retries and only logs "failed creating node from nodeclaim"
+        when they fail), one that is not ``Initialized`` (the node is not Ready,
+        or lacks a resource its instance type promises), or no NodeClaim at all
+        (the provisioner found no instance type: its log says why).
+
+        Args:
+            nodepool: Only this NodePool's objects (all if None).
+        """
+        selector = f"karpenter.sh/nodepool={nodepool}" if nodepool else ""
+        out = ["Karpenter:"]
+        pools = self.api.list_objects("karpenter.sh/v1", "NodePool")
+        for np in pools:
+            if nodepool and np["metadata"]["name"] != nodepool:
+                continue
+            out.append(f"  NodePool {np['metadata']['name']}: {_conditions(np)}")
+        claims = self.api.list_objects("karpenter.sh/v1", "NodeClaim", selector=selector)
+        if not claims:
+            out.append("  no NodeClaims" + (f" of NodePool {nodepool}" if nodepool else ""))
+        for c in claims:
+            st = c.get("status") or {}
+            out.append(
+                f"  NodeClaim {c['metadata']['name']} (created "
+                f"{c['metadata'].get('creationTimestamp')}, node {st.get('nodeName')!r}, "
+                f"provider {st.get('providerID')!r}): {_conditions(c)}"
+            )
+        for n in self.api.list_objects("v1", "Node", selector=selector):
+            taints = [f"{t['key']}:{t['effect']}" for t in n["spec"].get("taints") or []]
+            out.append(f"  Node {n['metadata']['name']}: {_conditions(n)} taints {taints}")
+        out.append("  kwok log, errors (it makes the nodes Ready):")
+        out.append(self.log_tail("kwok", 8, grep="error"))
+        out.append("  karpenter-kwok log (its decisions and errors, newest last):")
+        out.append(_karpenter_decisions(self.workdir / "logs" / "karpenter-kwok.log", 25))
+        return "\n".join(out)
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the toolchain's kubectl against this cluster."""
@@ -1351,32 +1558,48 @@ class Cluster:
                 for c in self._components
             },
             "rss_total_mib": round(sum(rss.values()), 1),
+            "pod_servers": self.pod_servers.served() if self.pod_servers else None,
         }
 
 
-_QUANTITY_SUFFIXES = {
-    "m": Fraction(1, 1000), "": Fraction(1), "k": Fraction(10**3), "M": Fraction(10**6),
-    "G": Fraction(10**9), "T": Fraction(10**12), "Ki": Fraction(2**10), "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30), "Ti": Fraction(2**40),
-}  # fmt: skip
+def _karpenter_decisions(log: Path, lines: int) -> str:
+    """Karpenter's JSON log as one short line per decision or error (no start-up chatter)."""
+    try:
+        text = log.read_text(errors="replace").rsplit("--- attempt ", 1)[-1]
+    except OSError:
+        return f"    ({log}: no log)"
+    out = []
+    for raw in text.splitlines():
+        try:
+            entry = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        message = str(entry.get("message", ""))
+        if entry.get("level") == "DEBUG" or message.startswith(("Starting", "starting")):
+            continue
+        subject = entry.get("NodeClaim") or entry.get("Pod") or entry.get("NodePool") or ""
+        if isinstance(subject, dict):
+            subject = "/".join(str(v) for v in (subject.get("namespace"), subject.get("name")) if v)
+        line = f"{entry.get('time', '')[11:19]} {entry.get('level', '')} {message}"
+        if subject:
+            line += f" [{subject}]"
+        for key in ("error", "instance-type", "nodepool", "provider-id", "Node"):
+            if key in entry:
+                line += f" {key}={str(entry[key])[:500]}"
+        out.append("    " + line)
+    return "\n".join(out[-lines:]) or "    (nothing but start-up)"
 
 
-def parse_quantity(quantity: str) -> Fraction:
-    """A Kubernetes quantity as a number (``"17Gi"`` and ``"17408Mi"`` compare equal).
-
-    Raises:
-        SimError: for a form this harness does not know (exponents, Pi/Ei).
-    """
-    number = quantity.rstrip("kKMGTimu")
-    suffix = quantity[len(number) :]
-    if suffix not in _QUANTITY_SUFFIXES or not number:
-        raise SimError(f"unsupported quantity {quantity!r}")
-    return Fraction(number) * _QUANTITY_SUFFIXES[suffix]
-
-
-def quantities_equal(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
-    """Whether two resource lists hold the same amounts, whatever their spelling."""
-    return a.keys() == b.keys() and all(parse_quantity(a[k]) == parse_quantity(b[k]) for k in a)
+def _conditions(obj: Mapping[str, Any]) -> str:
+    """An object's status conditions on one line: ``Type=Status(Reason: message)``."""
+    conds = (obj.get("status") or {}).get("conditions") or []
+    parts = []
+    for c in conds:
+        why = c.get("reason", "")
+        if c.get("message"):
+            why += f": {str(c['message'])[:200]}"
+        parts.append(f"{c['type']}={c['status']}" + (f"({why})" if why else ""))
+    return ", ".join(parts) or "(no conditions)"
 
 
 def _bind(check: Callable[[str], bool], arg: str) -> Callable[[], bool]:
@@ -1404,7 +1627,14 @@ def _shared_version(key: str) -> str:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    cluster = Cluster(ClusterConfig(workdir=Path(args.workdir) if args.workdir else None))
+    cluster = Cluster(
+        ClusterConfig(
+            workdir=Path(args.workdir) if args.workdir else None,
+            serve_pods=not args.no_serve_pods,
+            auto_mode=args.auto_mode,
+            platform_daemonsets=args.daemonsets,
+        )
+    )
     try:
         cluster.start()
     except SimError as e:
@@ -1483,6 +1713,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = sub.add_parser("up", help="start a cluster and wait for Ctrl-C")
     up.add_argument(
         "--workdir", help="folder for certificates, data and logs (default: a temp dir)"
+    )
+    up.add_argument(
+        "--daemonsets",
+        action="store_true",
+        help="create the platform's DaemonSets (components/eks_node.PLATFORM_DAEMONSETS)",
+    )
+    up.add_argument(
+        "--auto-mode",
+        action="store_true",
+        help="an EKS Auto Mode cluster: Karpenter's nodes carry eks.amazonaws.com/compute-type",
+    )
+    up.add_argument(
+        "--no-serve-pods",
+        action="store_true",
+        help="run no fake container processes on the pods' IPs (tests/kube/serving.py)",
     )
     up.set_defaults(func=_cmd_up)
     sub.add_parser("status", help="show the running cluster").set_defaults(func=_cmd_status)

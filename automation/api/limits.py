@@ -15,6 +15,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from automation.auth import TokenRegistry
 
 Scope = MutableMapping[str, Any]
@@ -27,8 +29,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_HEADER_BYTES = 16 * 1024
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """A body over the limit, found while it is read. An HTTPException, so that
+    the app's body parser (which turns any other error into a 400) lets it
+    through to the 413 handler."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes")
 
 
 async def _reply(
@@ -103,7 +110,7 @@ class RequestLimits:
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
                 if received > self.max_body:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_body)
             return msg
 
         async def tracking_send(msg: Message) -> None:

@@ -71,6 +71,10 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail: Any = exc.detail
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (not UTF-8 JSON text): an
+            # invalid request like any malformed JSON, so one documented status.
+            return _error(422, "invalid_request", "the request body is not UTF-8 JSON text")
         code = _CODES.get(exc.status_code, "error")
         if isinstance(detail, dict):
             return _error(
@@ -179,7 +183,11 @@ def create_app(
             "inside the request."
         ),
         lifespan=lifespan,
-        responses={500: {"description": "internal error", "model": ErrorBody}},
+        responses={
+            413: {"description": "request body over the server's limit", "model": ErrorBody},
+            431: {"description": "request headers over 16 KiB", "model": ErrorBody},
+            500: {"description": "internal error", "model": ErrorBody},
+        },
     )
     _install_handlers(app)
 

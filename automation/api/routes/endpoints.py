@@ -37,6 +37,9 @@ E404: Responses = {404: {"model": ErrorBody, "description": "no such endpoint (o
 E409: Responses = {
     409: {"model": ErrorBody, "description": "the endpoint's state does not allow it"}
 }
+E429: Responses = {
+    429: {"model": ErrorBody, "description": "over a quota of yours (named in the error)"}
+}
 E422: Responses = {
     422: {"model": ErrorBody, "description": "invalid request; one detail line per field"}
 }
@@ -78,7 +81,7 @@ def accepted(result: Accepted, response: Response) -> OperationAccepted:
         "queues its `up`. Answers 202 at once with the operation to follow. A repeat "
         "with the same `Idempotency-Key` returns the same operation."
     ),
-    responses={**E401, **E409, **E422},
+    responses={**E401, **E409, **E422, **E429},
 )
 def create_endpoint(
     body: CreateEndpointRequest,
@@ -154,7 +157,7 @@ def delete_endpoint(
         "Queues another `up`: of the recorded spec (retry a failed create, fix drift), "
         "or with new `vllm` settings, validated and sized before the 202; the pods roll."
     ),
-    responses={**E401, **E404, **E409, **E422},
+    responses={**E401, **E404, **E409, **E422, **E429},
 )
 def redeploy_endpoint(
     name: Name,
@@ -194,7 +197,7 @@ def get_api_key(name: Name, control: Control, caller: Caller, response: Response
         "Moves the endpoint to a new key and queues the `up` that rolls its pods onto "
         "it; the old key works until they have rolled."
     ),
-    responses={**E401, **E404, **E409, **E422},
+    responses={**E401, **E404, **E409, **E422, **E429},
 )
 def rotate_api_key(
     name: Name,
@@ -215,7 +218,7 @@ def rotate_api_key(
         "Queues a `refresh` that reads the resources back from the cluster. Endpoints "
         "rendered to files have no cluster to read from (422)."
     ),
-    responses={**E401, **E404, **E409, **E422},
+    responses={**E401, **E404, **E409, **E422, **E429},
 )
 def refresh_endpoint(
     name: Name,

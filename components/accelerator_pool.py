@@ -20,7 +20,6 @@ only on, this pool's nodes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,7 +33,7 @@ from components import _versions, rules
 from components.catalog import Accelerator, InstanceType, get_instance
 from components.config import CapacityType, PoolMode
 from components.node_hardening import ROOT_VOLUME_RANGE, launch_template, node_class_hardening
-from components.pool_rules import check_pool_instances
+from components.pool_rules import check_node_class, check_pool_instances
 
 #: Node label naming the pool; workloads select on it.
 POOL_LABEL = "llm-endpoints/pool"
@@ -187,20 +186,6 @@ def _instances(args: AcceleratorPoolArgs) -> list[InstanceType]:
     return out
 
 
-def check_node_class(ref: Mapping[str, str], mode: PoolMode) -> None:
-    """A NodePool's ``nodeClassRef``: exactly group, kind and name, valid names."""
-    if mode not in (PoolMode.KARPENTER, PoolMode.AUTO_MODE):
-        raise ValueError("node_class: applies only to karpenter and auto-mode pools")
-    if set(ref) != {"group", "kind", "name"}:
-        raise ValueError(f"node_class: needs exactly group, kind and name, got {sorted(ref)}")
-    if not rules.DNS1123_SUBDOMAIN_RE.match(ref["group"]) or "." not in ref["group"]:
-        raise ValueError(f"node_class.group: {ref['group']!r} is not an API group")
-    if not re.fullmatch(r"[A-Z][A-Za-z0-9]{0,62}", ref["kind"]):
-        raise ValueError(f"node_class.kind: {ref['kind']!r} is not a kind (e.g. EC2NodeClass)")
-    if not rules.DNS1123_SUBDOMAIN_RE.match(ref["name"]):
-        raise ValueError(f"node_class.name: {ref['name']!r} is not an object name")
-
-
 def _validate(name: str, args: AcceleratorPoolArgs) -> list[InstanceType]:
     """Check every argument before anything is registered."""
     if not isinstance(args.mode, PoolMode):
@@ -252,7 +237,9 @@ def _validate(name: str, args: AcceleratorPoolArgs) -> list[InstanceType]:
             f"got {args.expire_after!r}"
         )
     if args.node_class is not None:
-        check_node_class(args.node_class, args.mode)
+        if args.mode not in (PoolMode.KARPENTER, PoolMode.AUTO_MODE):
+            raise ValueError("node_class: applies only to karpenter and auto-mode pools")
+        check_node_class(args.node_class)
     if args.mode is PoolMode.KARPENTER and args.node_class is None:
         if args.cluster_name is None:
             raise ValueError(

@@ -27,7 +27,7 @@ from pydantic import (
 from components import _versions, rules
 from components.catalog import INSTANCES, Accelerator, get_instance
 from components.model_spec import CustomModel, resolve_model
-from components.pool_rules import check_pool_instances
+from components.pool_rules import check_node_class, check_pool_instances
 from components.rules import NAME_RE, check_model_id, check_name, parse_ttl
 from components.vllm_flags import ALLOWED, MAX_EXTRA_ARGS, parse_extra_args
 
@@ -134,6 +134,19 @@ class ClusterSpec(_Model):
         return self
 
 
+class NodeClassRef(_Model):
+    """A node class the cluster's Karpenter already has (a NodePool's ``nodeClassRef``)."""
+
+    group: str = Field(max_length=rules.DNS1123_SUBDOMAIN_MAX_LEN)
+    kind: str = Field(max_length=63)
+    name: str = Field(max_length=rules.DNS1123_SUBDOMAIN_MAX_LEN)
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        check_node_class(self.model_dump(), "pool.node_class")
+        return self
+
+
 class PoolSpec(_Model):
     """Accelerator node provisioning."""
 
@@ -148,6 +161,9 @@ class PoolSpec(_Model):
     max_nodes: int = Field(default=4, ge=1, le=64)
     #: managed: EFA interfaces and a cluster placement group (multi-node).
     efa: bool = False
+    #: An existing cluster's own node class for a karpenter or auto-mode pool
+    #: (e.g. its EC2NodeClass): the NodePool uses it and nothing AWS-side is made.
+    node_class: NodeClassRef | None = None
 
     @field_validator("instance_types")
     @classmethod
@@ -396,17 +412,23 @@ class EndpointSpec(EndpointRequest):
         if self.cluster.mode is ClusterMode.EXISTING:
             # An existing cluster's VPC, node roles and discovery tags are not
             # known to this program, so nothing AWS-side can be built for it.
-            if self.pool.mode not in (None, PoolMode.NONE):
+            own_class = self.pool.node_class is not None
+            if self.pool.mode not in (None, PoolMode.NONE) and not own_class:
                 raise ValueError(
                     "pool.mode: an existing cluster uses its own nodes; leave pool.mode unset "
-                    "or 'none' (karpenter, auto-mode and managed need cluster.mode dedicated "
-                    "or shared)"
+                    "or 'none', or name its Karpenter's node class in pool.node_class "
+                    "(managed needs cluster.mode dedicated or shared)"
                 )
             if self.storage.kind not in (StorageKind.PVC, StorageKind.NONE):
                 raise ValueError(
                     f"storage.kind: {self.storage.kind.value!r} creates AWS resources, which "
                     "cluster.mode 'existing' cannot; use 'pvc' or 'none'"
                 )
+        if self.pool.node_class is not None and self.resolved_pool_mode not in (
+            PoolMode.KARPENTER,
+            PoolMode.AUTO_MODE,
+        ):
+            raise ValueError("pool.node_class: applies only to karpenter and auto-mode pools")
         if self.resolved_pool_mode is not PoolMode.NONE:
             check_pool_instances(
                 [get_instance(i) for i in self.pool.instance_types],

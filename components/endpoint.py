@@ -158,6 +158,7 @@ def build_endpoint(
             capacity_types=spec.pool.capacity_types,
             max_nodes=spec.pool_max_nodes,
             efa=spec.pool.efa,
+            node_class=spec.pool.node_class.model_dump() if spec.pool.node_class else None,
             cluster_auto_mode=spec.cluster.auto_mode,
             cluster_name=cluster.cluster_name,
             node_role_name=cluster.node_role_name,

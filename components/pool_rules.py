@@ -9,8 +9,10 @@ accepts is a pool the component builds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
+from components import rules
 from components.catalog import Accelerator, InstanceType
 
 #: Pool modes (values of ``components.config.PoolMode``) the rules refer to.
@@ -85,3 +87,15 @@ def check_pool_instances(
             f"{field_prefix}instance_types: a launch template has one set of EFA interfaces; "
             "use instance types with the same EFA count"
         )
+
+
+def check_node_class(ref: Mapping[str, str], field: str = "node_class") -> None:
+    """A NodePool's ``nodeClassRef``: exactly group, kind and name, each well formed."""
+    if set(ref) != {"group", "kind", "name"}:
+        raise ValueError(f"{field}: needs exactly group, kind and name, got {sorted(ref)}")
+    if not rules.DNS1123_SUBDOMAIN_RE.match(ref["group"]) or "." not in ref["group"]:
+        raise ValueError(f"{field}.group: {ref['group']!r} is not an API group")
+    if not re.fullmatch(r"[A-Z][A-Za-z0-9]{0,62}", ref["kind"]):
+        raise ValueError(f"{field}.kind: {ref['kind']!r} is not a kind (e.g. EC2NodeClass)")
+    if not rules.DNS1123_SUBDOMAIN_RE.match(ref["name"]):
+        raise ValueError(f"{field}.name: {ref['name']!r} is not an object name")

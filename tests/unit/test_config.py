@@ -10,6 +10,7 @@ import pytest
 from components.config import (
     Accelerator,
     ExposureKind,
+    PoolMode,
     ServingMode,
     StorageKind,
     check_model_id,
@@ -212,3 +213,44 @@ def test_multiple_errors_one_line_each() -> None:
     lines = str(err.value).splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("name:") and lines[1].startswith("replicas:")
+
+
+KWOK_CLASS = {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"}
+EXISTING = {"mode": "existing", "kubeconfig": "/tmp/kubeconfig"}
+
+
+def test_an_existing_clusters_karpenter_is_used_through_its_node_class() -> None:
+    s = parse_spec(spec(cluster=EXISTING, pool={"mode": "karpenter", "node_class": KWOK_CLASS}))
+    assert s.resolved_pool_mode is PoolMode.KARPENTER
+    assert s.pool.node_class is not None and s.pool.node_class.model_dump() == KWOK_CLASS
+    auto = parse_spec(
+        spec(
+            cluster={**EXISTING, "auto_mode": True},
+            pool={"mode": "auto-mode", "node_class": KWOK_CLASS},
+        )
+    )
+    assert auto.resolved_pool_mode is PoolMode.AUTO_MODE
+
+
+@pytest.mark.parametrize(
+    ("pool", "cluster", "message"),
+    [
+        ({"mode": "karpenter"}, EXISTING, "pool.mode: an existing cluster uses its own nodes"),
+        ({"mode": "none", "node_class": KWOK_CLASS}, EXISTING, "pool.node_class: applies only"),
+        (
+            {"mode": "karpenter", "node_class": {**KWOK_CLASS, "kind": "ec2nodeclass"}},
+            EXISTING,
+            "pool.node_class.kind:",
+        ),
+        (
+            {"mode": "karpenter", "node_class": {"group": "a.b", "kind": "K"}},
+            EXISTING,
+            "pool.node_class.name",
+        ),
+    ],
+)
+def test_node_class_rules_name_the_field(
+    pool: dict[str, Any], cluster: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_spec(spec(cluster=cluster, pool=pool))

@@ -413,8 +413,11 @@ class AcceleratorPool(pulumi.ComponentResource):
             },
             # The catalog's instances and the serving images are x86_64 only.
             {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
         ]
+        if args.mode is PoolMode.KARPENTER:
+            # Auto Mode runs Linux only and lists kubernetes.io/os among the labels
+            # its NodePools do not support (EKS User Guide, "Create a Node Pool").
+            reqs.append({"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]})
         return reqs
 
     def _node_pool(

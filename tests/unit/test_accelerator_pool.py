@@ -545,3 +545,9 @@ def test_bad_node_class_refs_name_the_field(
 
 def test_karpenter_pools_keep_their_nodes_under_serving_pods(mocks: RecordingMocks) -> None:
     assert build(karpenter()).pod_annotations == {"karpenter.sh/do-not-disrupt": "true"}
+
+
+def test_auto_mode_pools_ask_only_for_labels_auto_mode_supports(mocks: RecordingMocks) -> None:
+    build(karpenter(mode=PoolMode.AUTO_MODE, cluster_auto_mode=True))
+    keys = {r["key"] for r in kind(mocks, "NodePool")["spec"]["template"]["spec"]["requirements"]}
+    assert "kubernetes.io/os" not in keys and "kubernetes.io/arch" in keys

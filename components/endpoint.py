@@ -38,7 +38,7 @@ from components.inference_service import (
 from components.model_storage import ModelStorage, ModelStorageArgs, storage_needs_root
 from components.planner import Estimate, plan_for_spec
 from components.platform import export_platform_outputs
-from components.serving.pods import needs_root
+from components.serving.pods import needs_root, pinned_to
 
 #: Label on every object (and, through the pool, every node) of an endpoint.
 ENDPOINT_LABEL = "llm-endpoints/endpoint"
@@ -191,6 +191,12 @@ def build_endpoint(
             oidc_provider_arn=cluster.oidc_provider_arn,
             oidc_issuer=cluster.oidc_issuer,
             labels=labels,
+            # The prefetch Job runs where the model will: on the pool's nodes.
+            job_placement={
+                "nodeSelector": pool.node_selector,
+                "tolerations": pool.tolerations,
+                "affinity": pinned_to(instance_types),
+            },
         ),
         opts=after_cluster,
     )

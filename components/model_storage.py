@@ -44,6 +44,7 @@ has finished.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,6 +139,10 @@ class ModelStorageArgs:
         oidc_issuer: s3: the cluster's OIDC issuer URL (with or without https://).
         labels: Extra labels for the Kubernetes objects.
         tags: Extra tags for the AWS resources.
+        job_placement: Where the prefetch Job's pod runs (``nodeSelector``,
+            ``tolerations``, ``affinity`` of a pod spec): the accelerator pool's
+            nodes, as every pod of an endpoint, since a cluster need not have a
+            CPU node for it. Its node then serves the model once it is done.
     """
 
     kind: StorageKind
@@ -153,6 +158,7 @@ class ModelStorageArgs:
     storage_class: str | None = None
     access_mode: str = "ReadWriteOnce"
     file_system_id: str | None = None
+    job_placement: Mapping[str, Any] = field(default_factory=dict)
     vpc_id: pulumi.Input[str] | None = None
     private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
     subnet_count: int | None = None
@@ -562,6 +568,7 @@ class ModelStorage(pulumi.ComponentResource):
             "restartPolicy": "OnFailure",
             "automountServiceAccountToken": False,
             "securityContext": security,
+            **copy.deepcopy(dict(a.job_placement)),
         }
         if kind is StorageKind.S3:
             # Download to scratch, then upload; the Mountpoint volume is read-only.

@@ -194,6 +194,20 @@ def node_budget(instance_types: Sequence[str], *, efa: bool) -> tuple[Share, int
     )
 
 
+def pinned_to(instance_types: Sequence[str]) -> dict[str, Any] | None:
+    """A pod ``affinity`` that allows only these instance types (None: any)."""
+    if not instance_types:
+        return None
+    term = {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": list(instance_types)}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [term]}]
+            }
+        }
+    }
+
+
 def startup_failure_threshold(cold_start_s: float) -> int:
     """Startup-probe failures allowed so that the budget covers the cold start."""
     return max(MIN_STARTUP_FAILURES, math.ceil(cold_start_s * STARTUP_MARGIN / STARTUP_PERIOD_S))
@@ -414,17 +428,7 @@ class PodBuilder:
     def node_affinity(self) -> dict[str, Any] | None:
         """Pin to the planned instance types: the node the pod lands on is the one
         the planner sized and priced."""
-        types = list(self.args.scheduling.instance_types)
-        if not types:
-            return None
-        term = {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": types}
-        return {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [term]}]
-                }
-            }
-        }
+        return pinned_to(self.args.scheduling.instance_types)
 
     # -- containers and pods -------------------------------------------------------
 

@@ -166,6 +166,27 @@ def _changes(changes: Mapping[Any, int] | None) -> dict[str, int]:
     return {str(getattr(k, "value", k)): int(v) for k, v in (changes or {}).items()}
 
 
+#: How every operation runs the engine: no secrets, colour or progress bars in
+#: the log the worker streams.
+_QUIET: dict[str, Any] = {"show_secrets": False, "color": "never", "suppress_progress": True}
+
+
+def _plain(outputs: Mapping[str, auto.OutputValue]) -> dict[str, Any]:
+    """The non-secret outputs by name; secret ones are left out."""
+    return {k: v.value for k, v in outputs.items() if not v.secret}
+
+
+def _result(
+    summary: auto.UpdateSummary, dropped: list[str], outputs: dict[str, Any] | None = None
+) -> StackResult:
+    return StackResult(
+        result=summary.result,
+        outputs=outputs or {},
+        changes=_changes(summary.resource_changes),
+        dropped_pending=dropped,
+    )
+
+
 def _noop_program() -> None:
     """Program for operations that never run one (destroy, refresh, export)."""
 
@@ -490,19 +511,8 @@ class StackService:
             if hf_token:
                 self._set_secret(stack, HF_TOKEN_KEY, hf_token)
             with self._mapped("up", name):
-                res = stack.up(
-                    on_output=emit,
-                    on_error=emit,
-                    show_secrets=False,
-                    color="never",
-                    suppress_progress=True,
-                )
-            return StackResult(
-                result=res.summary.result,
-                outputs={k: v.value for k, v in res.outputs.items() if not v.secret},
-                changes=_changes(res.summary.resource_changes),
-                dropped_pending=dropped,
-            )
+                res = stack.up(on_output=emit, on_error=emit, **_QUIET)
+            return _result(res.summary, dropped, _plain(res.outputs))
 
     def preview(
         self, spec: EndpointSpec, *, work_dir: Path, on_output: OnOutput | None = None
@@ -525,18 +535,8 @@ class StackService:
         with self._stack(name, work_dir, program_for(spec, self.builder)) as stack:
             dropped = self._recover(stack, emit)
             with self._mapped("refresh", name):
-                res = stack.refresh(
-                    on_output=emit,
-                    on_error=emit,
-                    show_secrets=False,
-                    color="never",
-                    suppress_progress=True,
-                )
-            return StackResult(
-                result=res.summary.result,
-                changes=_changes(res.summary.resource_changes),
-                dropped_pending=dropped,
-            )
+                res = stack.refresh(on_output=emit, on_error=emit, **_QUIET)
+            return _result(res.summary, dropped)
 
     def destroy(
         self,
@@ -556,18 +556,8 @@ class StackService:
         with self._stack(name, work_dir, _noop_program) as stack:
             dropped = self._recover(stack, emit)
             with self._mapped("destroy", name):
-                res = stack.destroy(
-                    on_output=emit,
-                    on_error=emit,
-                    show_secrets=False,
-                    color="never",
-                    suppress_progress=True,
-                )
-            result = StackResult(
-                result=res.summary.result,
-                changes=_changes(res.summary.resource_changes),
-                dropped_pending=dropped,
-            )
+                res = stack.destroy(on_output=emit, on_error=emit, **_QUIET)
+            result = _result(res.summary, dropped)
             # Verified, not assumed: whatever is still in the state still exists.
             with self._mapped("export", name):
                 remaining = left_behind(dict(stack.export_stack().deployment or {}))
@@ -587,7 +577,7 @@ class StackService:
         """The stack's non-secret outputs."""
         name = stack_name(endpoint_name)
         with self._stack(name, work_dir, _noop_program) as stack, self._mapped("outputs", name):
-            return {k: v.value for k, v in stack.outputs().items() if not v.secret}
+            return _plain(stack.outputs())
 
     def export(self, endpoint_name: str, *, work_dir: Path) -> dict[str, Any]:
         """The stack's deployment (``pulumi stack export``), for inspection."""

@@ -32,14 +32,13 @@ import pulumi_kubernetes as k8s
 
 from components import _versions
 from components import addons as addon_components
-from components.addons import ADDON_SERVICE_ACCOUNTS, ADDONS, Addons, ClusterContext
-from components.addons.base import ADDON_NAMESPACE, SYSTEM_LABEL
+from components.addons import ADDONS, Addons, ClusterContext
+from components.addons.base import SYSTEM_LABEL
 from components.config import ClusterMode, ClusterSpec, PlatformSpec
-from components.iam import IamMode, ServiceAccount, WorkloadIdentity, ec2_trust_policy
+from components.iam import IamMode, WorkloadIdentity, ec2_trust_policy
 from components.network import DISCOVERY_TAG, build_network, check_vpc_cidr
 from components.node_hardening import launch_template
 from components.platform import (
-    OUT_AUTO_MODE,
     OUT_CLUSTER_NAME,
     OUT_CLUSTER_SECURITY_GROUP_ID,
     OUT_KUBECONFIG,
@@ -50,38 +49,14 @@ from components.platform import (
     OUT_OIDC_PROVIDER_ARN,
     OUT_PRIVATE_SUBNET_IDS,
     OUT_VPC_ID,
-    PLATFORM_OUTPUTS,
-    export_platform_outputs,
     kubeconfig_text,
     read_platform,
 )
 from components.rules import NAME_MAX_LEN
 
-__all__ = [
-    "ADDONS",
-    "ADDON_NAMESPACE",
-    "ADDON_SERVICE_ACCOUNTS",
-    "DISCOVERY_TAG",
-    "OUT_AUTO_MODE",
-    "OUT_CLUSTER_NAME",
-    "OUT_CLUSTER_SECURITY_GROUP_ID",
-    "OUT_KUBECONFIG",
-    "OUT_MANAGED_NODE_ROLE_ARN",
-    "OUT_NODE_ROLE_ARN",
-    "OUT_NODE_ROLE_NAME",
-    "OUT_OIDC_ISSUER",
-    "OUT_OIDC_PROVIDER_ARN",
-    "OUT_PRIVATE_SUBNET_IDS",
-    "OUT_VPC_ID",
-    "PLATFORM_OUTPUTS",
-    "SYSTEM_LABEL",
-    "Addons",
-    "Cluster",
-    "ClusterArgs",
-    "IamMode",
-    "ServiceAccount",
-    "export_platform_outputs",
-]
+#: Cluster and its arguments; Addons and IamMode, which ClusterArgs takes, for
+#: callers that build one.
+__all__ = ["Addons", "Cluster", "ClusterArgs", "IamMode"]
 
 #: AWS managed policies every EC2 node role needs (EKS node IAM role guide).
 NODE_POLICIES: tuple[str, ...] = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from components import models
 from components.catalog import INSTANCES, Accelerator, InstanceType, get_instance
@@ -164,23 +164,37 @@ def _describe(estimates: Iterable[Estimate], n: int = 4) -> str:
     return ", ".join(items[:n])
 
 
-def choose(
-    model: ModelArch,
-    *,
-    accelerator: Accelerator | str | None = None,
-    max_model_len: int | None = None,
-    gpu_memory_utilization: float = 0.90,
-    concurrency: int = 1,
-    storage: str = "none",
-    instance: InstanceType | None = None,
-    tensor_parallel: int | None = None,
-    pipeline_parallel: int = 1,
-    max_num_seqs: int | None = None,
-    max_num_batched_tokens: int | None = None,
-    allowed: Callable[[InstanceType], bool] | None = None,
-    optimize: str = "cost",
-    vllm_version: str = PINNED,
-) -> Estimate:
+class PlanOptions(TypedDict, total=False):
+    """:func:`candidates`' keyword arguments (and their defaults there), for
+    the functions that hand them on."""
+
+    accelerator: Accelerator | str | None
+    max_model_len: int | None
+    gpu_memory_utilization: float
+    concurrency: int
+    storage: str
+    instance: InstanceType | None
+    tensor_parallel: int | None
+    pipeline_parallel: int
+    max_num_seqs: int | None
+    max_num_batched_tokens: int | None
+    allowed: Callable[[InstanceType], bool] | None
+    optimize: str
+    vllm_version: str
+
+
+#: The options that size one configuration, as :func:`estimate` takes them.
+_SIZING = (
+    "gpu_memory_utilization",
+    "concurrency",
+    "storage",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "vllm_version",
+)
+
+
+def choose(model: ModelArch, **options: Unpack[PlanOptions]) -> Estimate:
     """The best candidate that fits (see :func:`candidates` for the arguments).
 
     max_model_len None means the model's full context, and the planner never
@@ -192,44 +206,19 @@ def choose(
         PlanError: no candidate fits; the message has the numbers.
         ValueError: a bad argument.
     """
-    common: dict[str, Any] = {
-        "gpu_memory_utilization": gpu_memory_utilization,
-        "concurrency": concurrency,
-        "storage": storage,
-        "max_num_seqs": max_num_seqs,
-        "max_num_batched_tokens": max_num_batched_tokens,
-        "vllm_version": vllm_version,
-    }
-    cands = candidates(
-        model,
-        accelerator=accelerator,
-        max_model_len=max_model_len,
-        instance=instance,
-        tensor_parallel=tensor_parallel,
-        pipeline_parallel=pipeline_parallel,
-        allowed=allowed,
-        optimize=optimize,
-        **common,
-    )
+    cands = candidates(model, **options)
     if cands[0].fits:
         return cands[0]
-    raise PlanError(
-        no_fit_message(
-            model, cands, max_model_len, instance, tensor_parallel, pipeline_parallel, common
-        )
-    )
+    raise PlanError(no_fit_message(model, cands, options))
 
 
-def no_fit_message(
-    model: ModelArch,
-    cands: list[Estimate],
-    max_model_len: int | None,
-    instance: InstanceType | None,
-    tensor_parallel: int | None,
-    pipeline_parallel: int,
-    common: dict[str, Any],
-) -> str:
+def no_fit_message(model: ModelArch, cands: list[Estimate], options: PlanOptions) -> str:
     """Why nothing fits: the cheapest candidate's numbers, a shorter context, other types."""
+    max_model_len = options.get("max_model_len")
+    instance = options.get("instance")
+    tensor_parallel = options.get("tensor_parallel")
+    pipeline_parallel = options.get("pipeline_parallel", 1)
+    common: dict[str, Any] = {k: v for k, v in options.items() if k in _SIZING}
     length = cands[0].max_model_len
     acc = cands[0].accelerator
     where = instance.name if instance is not None else f"any {acc.value} instance type"

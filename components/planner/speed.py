@@ -162,6 +162,14 @@ def weight_bytes_read(
     return total - stage_experts * (1 - touched)
 
 
+def per_core(instance: InstanceType) -> tuple[float, float]:
+    """Memory bandwidth (B/s) and peak dense FLOP/s of one compute unit: a GPU, or
+    one NeuronCore (vLLM on Neuron gives each core its own TP rank)."""
+    chip = instance.chip
+    cores = chip.cores if instance.accelerator is Accelerator.NEURON else 1
+    return chip.bandwidth_gbs * 1e9 / cores, PEAK_TFLOPS.get(chip.name, 100.0) * 1e12 / cores
+
+
 def step_seconds(
     model: ModelArch,
     instance: InstanceType,
@@ -174,11 +182,8 @@ def step_seconds(
     context: int,
 ) -> float:
     """One decode step of one pipeline stage for ``batch`` streams at ``context`` tokens."""
-    chip = instance.chip
     neuron = instance.accelerator is Accelerator.NEURON
-    cores = chip.cores if neuron else 1
-    bandwidth = chip.bandwidth_gbs * 1e9 / cores
-    flops = PEAK_TFLOPS.get(chip.name, 100.0) * 1e12 / cores
+    bandwidth, flops = per_core(instance)
     window = min(context, model.sliding_window or 0)
     kv = (
         batch
@@ -206,9 +211,7 @@ def step_seconds(
 
 def prefill_seconds(model: ModelArch, instance: InstanceType, tp: int, tokens: int) -> float:
     """Compute time to prefill ``tokens`` prompt tokens (on top of the weight reads)."""
-    chip = instance.chip
-    cores = chip.cores if instance.accelerator is Accelerator.NEURON else 1
-    flops = PEAK_TFLOPS.get(chip.name, 100.0) * 1e12 / cores
+    flops = per_core(instance)[1]
     return 2 * model.active_params * tokens / (tp * flops * PREFILL_MFU[instance.accelerator])
 
 
@@ -254,11 +257,7 @@ def speed(
     per_step_prefill = micro / OUTPUT_TOKENS * prefill
     aggregate = in_flight * micro / (trip(micro) + per_step_prefill)
     ttft_prompt = min(TTFT_PROMPT_TOKENS, length)
-    bandwidth = (
-        instance.chip.bandwidth_gbs
-        * 1e9
-        / (instance.chip.cores if instance.accelerator is Accelerator.NEURON else 1)
-    )
+    bandwidth = per_core(instance)[0]
     read = weight_bytes_read(model, *weights, tp=tp, pp=pp, batch=ttft_prompt)
     weights_once = pp * read / bandwidth
     weights_once /= efficiency(instance)

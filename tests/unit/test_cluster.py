@@ -12,30 +12,13 @@ import pytest
 import yaml
 
 from components import _versions
+from components import platform as P
 from components.accelerator_pool import ACCELERATOR_LABEL
-from components.cluster import (
-    ADDON_SERVICE_ACCOUNTS,
-    ADDONS,
-    DISCOVERY_TAG,
-    OUT_AUTO_MODE,
-    OUT_CLUSTER_NAME,
-    OUT_CLUSTER_SECURITY_GROUP_ID,
-    OUT_KUBECONFIG,
-    OUT_MANAGED_NODE_ROLE_ARN,
-    OUT_NODE_ROLE_ARN,
-    OUT_NODE_ROLE_NAME,
-    OUT_OIDC_ISSUER,
-    OUT_OIDC_PROVIDER_ARN,
-    OUT_PRIVATE_SUBNET_IDS,
-    OUT_VPC_ID,
-    PLATFORM_OUTPUTS,
-    Addons,
-    Cluster,
-    ClusterArgs,
-    IamMode,
-    export_platform_outputs,
-)
+from components.addons import ADDON_SERVICE_ACCOUNTS, ADDONS
+from components.cluster import Addons, Cluster, ClusterArgs
 from components.config import ClusterMode, ClusterSpec, PlatformSpec
+from components.iam import IamMode
+from components.network import DISCOVERY_TAG
 from tests.unit.conftest import ZONES, RecordingMocks, resolve, settle
 
 ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/ABC"
@@ -102,17 +85,17 @@ def as_json(value: Any) -> Any:
 
 def platform_stack_outputs(**over: Any) -> dict[str, Any]:
     out = {
-        OUT_KUBECONFIG: '{"apiVersion": "v1", "kind": "Config"}',
-        OUT_CLUSTER_NAME: "llm-platform",
-        OUT_OIDC_PROVIDER_ARN: OIDC_ARN,
-        OUT_OIDC_ISSUER: ISSUER,
-        OUT_NODE_ROLE_NAME: "karpenter-node",
-        OUT_NODE_ROLE_ARN: "arn:aws:iam::123456789012:role/karpenter-node",
-        OUT_MANAGED_NODE_ROLE_ARN: "arn:aws:iam::123456789012:role/managed-node",
-        OUT_PRIVATE_SUBNET_IDS: ["subnet-a", "subnet-b", "subnet-c"],
-        OUT_CLUSTER_SECURITY_GROUP_ID: "sg-cluster",
-        OUT_VPC_ID: "vpc-1",
-        OUT_AUTO_MODE: False,
+        P.OUT_KUBECONFIG: '{"apiVersion": "v1", "kind": "Config"}',
+        P.OUT_CLUSTER_NAME: "llm-platform",
+        P.OUT_OIDC_PROVIDER_ARN: OIDC_ARN,
+        P.OUT_OIDC_ISSUER: ISSUER,
+        P.OUT_NODE_ROLE_NAME: "karpenter-node",
+        P.OUT_NODE_ROLE_ARN: "arn:aws:iam::123456789012:role/karpenter-node",
+        P.OUT_MANAGED_NODE_ROLE_ARN: "arn:aws:iam::123456789012:role/managed-node",
+        P.OUT_PRIVATE_SUBNET_IDS: ["subnet-a", "subnet-b", "subnet-c"],
+        P.OUT_CLUSTER_SECURITY_GROUP_ID: "sg-cluster",
+        P.OUT_VPC_ID: "vpc-1",
+        P.OUT_AUTO_MODE: False,
     }
     out.update(over)
     return out
@@ -534,9 +517,9 @@ def test_outputs_registered_once(mocks: RecordingMocks, monkeypatch: pytest.Monk
     assert len(calls) == 1
     out = calls[0]
     assert out["mode"] == "dedicated"
-    assert resolve(out[OUT_CLUSTER_NAME]) == "plat"
-    assert resolve(out[OUT_OIDC_ISSUER]) == ISSUER
-    assert resolve(out[OUT_PRIVATE_SUBNET_IDS]) == [f"plat-private-{i}-id" for i in range(3)]
+    assert resolve(out[P.OUT_CLUSTER_NAME]) == "plat"
+    assert resolve(out[P.OUT_OIDC_ISSUER]) == ISSUER
+    assert resolve(out[P.OUT_PRIVATE_SUBNET_IDS]) == [f"plat-private-{i}-id" for i in range(3)]
 
 
 # -- shared -------------------------------------------------------------------------
@@ -567,7 +550,7 @@ def test_shared_reads_the_platform_stack(mocks: RecordingMocks) -> None:
 
 
 def test_shared_auto_mode_mismatch_fails_the_deployment(mocks: RecordingMocks) -> None:
-    mocks.stack_outputs = platform_stack_outputs(**{OUT_AUTO_MODE: True})
+    mocks.stack_outputs = platform_stack_outputs(**{P.OUT_AUTO_MODE: True})
     Cluster("ep", ClusterArgs(mode=ClusterMode.SHARED, platform_stack="a/b/c"))
     with pytest.raises(
         ValueError,
@@ -582,29 +565,29 @@ def test_platform_exports_exactly_what_shared_mode_reads(
     exported: dict[str, Any] = {}
     monkeypatch.setattr(pulumi, "export", lambda k, v: exported.__setitem__(k, v))
     cluster = dedicated(mocks, cluster_name="llm-platform")
-    export_platform_outputs(cluster)
-    assert tuple(exported) == PLATFORM_OUTPUTS
+    P.export_platform_outputs(cluster)
+    assert tuple(exported) == P.PLATFORM_OUTPUTS
     values = {k: resolve(v) for k, v in exported.items()}
-    assert values[OUT_CLUSTER_NAME] == "llm-platform"
-    assert values[OUT_AUTO_MODE] is False
-    assert values[OUT_NODE_ROLE_ARN].endswith(":plat-karpenter-node")
+    assert values[P.OUT_CLUSTER_NAME] == "llm-platform"
+    assert values[P.OUT_AUTO_MODE] is False
+    assert values[P.OUT_NODE_ROLE_ARN].endswith(":plat-karpenter-node")
     # Every output has a value; role names are the engine's auto-names.
     assert [k for k, v in values.items() if v is None] == []
-    assert values[OUT_NODE_ROLE_NAME].startswith("plat-karpenter-node-")
+    assert values[P.OUT_NODE_ROLE_NAME].startswith("plat-karpenter-node-")
 
     # Round trip: a shared cluster built on those outputs sees the same values.
     mocks.stack_outputs = values
     shared = Cluster("ep", ClusterArgs(mode=ClusterMode.SHARED, platform_stack="a/b/platform"))
     drain(mocks)
     assert resolve(shared.cluster_name) == "llm-platform"
-    assert resolve(shared.node_role_arn) == values[OUT_NODE_ROLE_ARN]
-    assert resolve(shared.private_subnet_ids) == values[OUT_PRIVATE_SUBNET_IDS]
+    assert resolve(shared.node_role_arn) == values[P.OUT_NODE_ROLE_ARN]
+    assert resolve(shared.private_subnet_ids) == values[P.OUT_PRIVATE_SUBNET_IDS]
 
 
 def test_export_refuses_a_non_platform_cluster(mocks: RecordingMocks, tmp_path: Path) -> None:
     cluster = Cluster("r", ClusterArgs(mode=ClusterMode.EXISTING, render_dir=str(tmp_path)))
     with pytest.raises(ValueError, match=r"^cluster: only a dedicated"):
-        export_platform_outputs(cluster)
+        P.export_platform_outputs(cluster)
 
 
 # -- existing -----------------------------------------------------------------------

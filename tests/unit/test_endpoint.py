@@ -148,6 +148,20 @@ def test_gpt_oss_is_auto_mode_spot_and_on_demand_with_s3_mountpoint(
     assert kinds(stack_mocks, "Job"), "the weights are prefetched into the bucket"
 
 
+def test_prefetch_job_runs_where_the_model_will(stack_mocks: StackMocks) -> None:
+    """A cluster of tainted GPU pools has no other node for the Job: it takes the
+    serving pod's node selector, tolerations and instance-type affinity."""
+    build_endpoint(endpoint_spec("gpt-oss-20b"))
+    settle()
+    (job,) = kinds(stack_mocks, "Job")
+    (deployment,) = kinds(stack_mocks, "Deployment")
+    job_pod = job["spec"]["template"]["spec"]
+    serving_pod = deployment["spec"]["template"]["spec"]
+    assert job_pod["tolerations"], "the pool's nodes are tainted"
+    for key in ("nodeSelector", "tolerations", "affinity"):
+        assert job_pod[key] == serving_pod[key], key
+
+
 def test_llama3_inf2_is_ray_service_on_neuron(stack_mocks: StackMocks) -> None:
     build_endpoint(endpoint_spec("llama3-8b-inf2"))
     settle()

@@ -18,6 +18,25 @@ import pytest
 from components.rules import AUTONAME_SUFFIX_LEN, AWS_NAME_LIMITS, NAME_PREFIX_MAX_LEN
 
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
+
+
+def custom_model(model_id: str = "acme/other", **over: Any) -> dict[str, Any]:
+    """A spec's ``custom_model``: a Mistral-7B-shaped dense model named ``model_id``."""
+    return {
+        "id": model_id,
+        "params": 7.25e9,
+        "layers": 32,
+        "hidden_size": 4096,
+        "heads": 32,
+        "kv_heads": 8,
+        "head_dim": 128,
+        "intermediate_size": 14336,
+        "vocab_size": 32768,
+        "max_context": 32768,
+        **over,
+    }
+
+
 #: What a platform stack exports (components.platform.CONTRACT), for shared clusters.
 PLATFORM_STACK_OUTPUTS: dict[str, Any] = {
     "kubeconfig": {"apiVersion": "v1", "clusters": []},

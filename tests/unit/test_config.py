@@ -18,6 +18,7 @@ from components.config import (
     parse_spec,
     parse_ttl,
 )
+from tests.unit.conftest import custom_model
 
 
 def spec(**fields: Any) -> dict[str, Any]:
@@ -183,18 +184,7 @@ def test_bad_fields_are_named(fields: dict[str, Any], field: str) -> None:
 
 
 def test_custom_model_id_must_match() -> None:
-    cm = {
-        "id": "acme/other",
-        "params": 7e9,
-        "layers": 32,
-        "hidden_size": 4096,
-        "heads": 32,
-        "kv_heads": 8,
-        "head_dim": 128,
-        "intermediate_size": 14336,
-        "vocab_size": 32000,
-        "max_context": 32768,
-    }
+    cm = custom_model(params=7e9, vocab_size=32000)
     rejects(spec(model="acme/model", custom_model=cm), "custom_model.id")
     s = parse_spec(spec(model="acme/other", custom_model=cm))
     assert s.custom_model is not None and s.custom_model.layers == 32

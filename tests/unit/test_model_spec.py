@@ -19,6 +19,7 @@ from components.model_spec import MinVllm, family_refusal, version_tuple, vllm_r
 from components.models import get_model, read_config
 from components.planner import model_for_spec, plan_for_spec
 from components.rules import MODEL_CONFIG_MAX_BYTES, MODEL_CONFIG_MAX_DEPTH, check_model_config
+from tests.unit.conftest import custom_model
 
 QWEN3_8B = read_config("Qwen__Qwen3-8B.json")
 FINETUNE = "acme/qwen3-8b-finetune"
@@ -114,18 +115,7 @@ def test_every_shipped_config_is_within_the_bounds() -> None:
 
 
 def test_custom_model_still_works_but_not_with_model_config() -> None:
-    cm = {
-        "id": "acme/other",
-        "params": 7e9,
-        "layers": 32,
-        "hidden_size": 4096,
-        "heads": 32,
-        "kv_heads": 8,
-        "head_dim": 128,
-        "intermediate_size": 14336,
-        "vocab_size": 32000,
-        "max_context": 32768,
-    }
+    cm = custom_model(params=7e9, vocab_size=32000)
     assert model_for_spec(parse_spec(spec(model="acme/other", custom_model=cm))).layers == 32
     msg = refused(spec(model="acme/other", custom_model=cm, model_config=QWEN3_8B), "model_config")
     assert "not both" in msg

@@ -12,6 +12,7 @@ from components.catalog import INSTANCES, MODELS, Accelerator, get_instance, get
 from components.config import parse_spec
 from components.models import parse_config, read_config
 from components.planner import PlanError, candidates, choose, estimate, plan_for_spec
+from tests.unit.conftest import custom_model
 
 R1_LLAMA = get_model("deepseek-ai/DeepSeek-R1-Distill-Llama-8B")
 LLAMA3 = get_model("NousResearch/Meta-Llama-3-8B-Instruct")
@@ -443,18 +444,7 @@ def test_plan_for_spec_custom_model() -> None:
         {
             "name": "mistral",
             "model": "mistralai/Mistral-7B-Instruct-v0.3",
-            "custom_model": {
-                "id": "mistralai/Mistral-7B-Instruct-v0.3",
-                "params": 7.25e9,
-                "layers": 32,
-                "hidden_size": 4096,
-                "heads": 32,
-                "kv_heads": 8,
-                "head_dim": 128,
-                "intermediate_size": 14336,
-                "vocab_size": 32768,
-                "max_context": 32768,
-            },
+            "custom_model": custom_model("mistralai/Mistral-7B-Instruct-v0.3"),
         }
     )
     e = plan_for_spec(spec)

@@ -244,6 +244,37 @@ def test_other_bad_fields_are_named(
     _nothing_recorded(store, settings)
 
 
+#: Issue 9: specs the API once accepted (202) that then failed inside ``pulumi up``.
+ACCEPT_THEN_FAIL = [
+    ({"vllm": {"max_model_len": 8192, "extra_args": ["--served-model-name=x"]}}, "vllm.extra_args"),
+    (
+        {"vllm": {"max_model_len": 8192, "extra_args": ["--distributed-executor-backend=ray"]}},
+        "vllm.extra_args",
+    ),
+    ({"exposure": {"kind": "internal-alb", "cidrs": ["0.0.0.0/0"]}}, "exposure.cidrs"),
+]
+
+
+@pytest.mark.parametrize(("extra", "field"), ACCEPT_THEN_FAIL)
+def test_the_once_accepted_then_failing_specs_are_422_naming_the_field(
+    client: TestClient, store: Store, settings: Settings, extra: dict, field: str
+) -> None:
+    r = client.post("/v1/endpoints", json=body("ok-name", **extra), headers=ALICE)
+    assert r.status_code == 422, r.text
+    details = r.json()["error"]["details"]
+    assert any(d.startswith(field) for d in details), details
+    _nothing_recorded(store, settings)
+
+
+def test_a_forty_character_name_is_accepted(client: TestClient, store: Store) -> None:
+    """The spec's longest name: every component built from it accepts it too (the
+    property test in tests/unit/test_spec_builds.py builds it)."""
+    name = "n" * 40
+    r = client.post("/v1/endpoints", json=body(name), headers=ALICE)
+    assert r.status_code == 202, r.text
+    assert store.get_endpoint(name).name == name
+
+
 def test_malformed_json_is_422(client: TestClient, store: Store, settings: Settings) -> None:
     r = client.post(
         "/v1/endpoints",
